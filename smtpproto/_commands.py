@@ -1,0 +1,195 @@
+# Theory of operation
+# -------------------
+# Command lines <-> command events.  ``format_command`` is the client's
+# half: the event's verb and argument, a space between them, CRLF after.
+# ``parse_command`` is the server's half, and the place where every rule
+# about the *shape* of a command line lives (RFC 5321 §4.1.1, §4.1.2):
+#
+# * the verb is case-insensitive (§2.4) and separated from its argument by
+#   one SP; ``MAIL FROM:`` and ``RCPT TO:`` take no space around the colon
+#   (§3.3: "no spaces are permitted on either side of the colon");
+# * DATA, RSET and QUIT take no argument (501 otherwise);
+# * paths and parameters follow the grammar in ``_syntax``.
+#
+# Lenient mode accepts the deviations real clients make: a space after the
+# colon, a path without angle brackets, runs of spaces, trailing white
+# space, and any word as the EHLO/HELO name.  Rules that protect the
+# server (control characters, UTF-8 validity, lengths) hold in both modes.
+#
+# Failures raise ``GrammarError`` carrying the reply the server should
+# give; unknown verbs become ``UnknownCommand`` for the application.
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from types import MappingProxyType
+
+from ._events import (
+    Command,
+    Data,
+    Ehlo,
+    Expn,
+    Helo,
+    Help,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    UnknownCommand,
+    Vrfy,
+)
+from ._syntax import (
+    GrammarError,
+    parse_domain_or_literal,
+    parse_forward_path,
+    parse_parameters,
+    parse_reverse_path,
+)
+
+__all__ = ["format_command", "parse_command", "split_verb"]
+
+# Control characters other than the line end never belong in a command line
+# (attack class 5: a bare CR inside a command, NUL, escape sequences).
+_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+_VERB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def format_command(command: Command) -> bytes:
+    """The wire form of *command*: verb, SP and argument, CRLF."""
+    verb = command.name if isinstance(command, UnknownCommand) else command.verb
+    argument = command._argument()
+    line = f"{verb} {argument}\r\n" if argument else f"{verb}\r\n"
+    return line.encode("utf-8")
+
+
+def split_verb(line: bytes) -> tuple[str, bytes]:
+    """Split a command line into its upper-cased verb and raw argument."""
+    verb, _, argument = line.partition(b" ")
+    return verb.decode("ascii", "replace").upper(), argument
+
+
+def _split_path(text: str) -> tuple[str, str]:
+    """Split ``<path> params`` at the ``>`` that closes the path.
+
+    Quoted local parts may hold ``>`` and escaped quotes, so the scan
+    follows quoting rather than looking for the first ``>``.
+    """
+    if not text.startswith("<"):
+        path, _, rest = text.partition(" ")
+        return path, rest
+    quoted = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            rest = text[index + 1 :]
+            if rest and not rest.startswith(" "):
+                raise GrammarError(f"garbage after path: {rest!r}", 501, "5.5.4")
+            return text[: index + 1], rest[1:]
+    raise GrammarError("path is not closed with '>'", 501, "5.5.4")
+
+
+def _path_and_params(argument: str, prefix: str, lenient: bool) -> tuple[str, str]:
+    if argument[: len(prefix)].upper() != prefix:
+        raise GrammarError(f"syntax: expected {prefix}<address>", 501, "5.5.4")
+    rest = argument[len(prefix) :]
+    if lenient:
+        rest = rest.strip(" ")
+        rest = " ".join(rest.split())
+    path, params = _split_path(rest)
+    return path, params
+
+
+def _parse_mail(argument: str, lenient: bool) -> Command:
+    path, params = _path_and_params(argument, "FROM:", lenient)
+    try:
+        mailbox = parse_reverse_path(path, lenient=lenient)
+    except GrammarError as exc:
+        raise GrammarError(str(exc), exc.code, "5.1.7") from None
+    return Mail._trusted(reverse_path=mailbox, parameters=MappingProxyType(parse_parameters(params)))
+
+
+def _parse_rcpt(argument: str, lenient: bool) -> Command:
+    path, params = _path_and_params(argument, "TO:", lenient)
+    mailbox = parse_forward_path(path, lenient=lenient)
+    return Rcpt._trusted(forward_path=mailbox, parameters=MappingProxyType(parse_parameters(params)))
+
+
+def _hello(cls: type[Ehlo] | type[Helo]) -> Callable[[str, bool], Command]:
+    def parse(argument: str, lenient: bool) -> Command:
+        if lenient:
+            argument = argument.strip(" ")
+            if not argument or " " in argument:
+                raise GrammarError(f"{cls.verb} needs a domain name", 501, "5.5.4")
+        else:
+            parse_domain_or_literal(argument)
+        return cls._trusted(domain=argument)
+
+    return parse
+
+
+def _no_argument(cls: type[Command]) -> Callable[[str, bool], Command]:
+    def parse(argument: str, lenient: bool) -> Command:
+        if argument.strip(" ") if lenient else argument:
+            raise GrammarError(f"{cls.verb} takes no argument", 501, "5.5.4")
+        return cls._trusted()
+
+    return parse
+
+
+def _required_text(cls: type[Vrfy] | type[Expn]) -> Callable[[str, bool], Command]:
+    def parse(argument: str, lenient: bool) -> Command:
+        if not argument.strip(" "):
+            raise GrammarError(f"{cls.verb} needs an argument", 501, "5.5.4")
+        return cls._trusted(text=argument)
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str, bool], Command]] = {
+    "EHLO": _hello(Ehlo),
+    "HELO": _hello(Helo),
+    "MAIL": _parse_mail,
+    "RCPT": _parse_rcpt,
+    "DATA": _no_argument(Data),
+    "RSET": _no_argument(Rset),
+    "QUIT": _no_argument(Quit),
+    "NOOP": lambda argument, lenient: Noop._trusted(text=argument),
+    "HELP": lambda argument, lenient: Help._trusted(topic=argument),
+    "VRFY": _required_text(Vrfy),
+    "EXPN": _required_text(Expn),
+}
+
+
+def parse_command(line: bytes, *, lenient: bool = False) -> Command:
+    """Parse one command line (without its CRLF) into a command event.
+
+    Raises ``GrammarError`` with the reply to give when the line is bad.
+    """
+    control = _CONTROL_RE.search(line)
+    if control is not None:
+        raise GrammarError(
+            f"control character {control.group()!r} in command line", 500, "5.5.2"
+        )
+    raw_verb, space, raw_argument = line.partition(b" ")
+    verb = raw_verb.decode("latin-1")
+    if _VERB_RE.fullmatch(verb) is None:
+        raise GrammarError(f"invalid command verb {verb[:20]!r}", 500, "5.5.2")
+    verb = verb.upper()
+    try:
+        argument = raw_argument.decode("utf-8")
+    except UnicodeDecodeError:
+        raise GrammarError("command argument is not valid UTF-8", 501, "5.5.2") from None
+    if lenient:
+        argument = argument.rstrip(" ")
+        if space:
+            argument = argument.lstrip(" ")
+    parser = _PARSERS.get(verb)
+    if parser is None:
+        return UnknownCommand._trusted(name=verb, argument=argument)
+    return parser(argument, lenient)

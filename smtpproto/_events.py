@@ -1,0 +1,450 @@
+# Theory of operation
+# -------------------
+# Events are the vocabulary both connection classes speak.  They are
+# symmetric: the object a client passes to ``send()`` comes out of the
+# server's ``next_event()`` equal to it, and a ``Reply`` the server sends
+# comes out of the client equal to it (message content is the exception
+# that proves the rule: chunk boundaries may differ, the concatenation does
+# not).
+#
+# Every event is a frozen, slotted, keyword-only dataclass.  The public
+# constructor validates its arguments (the calling program may be wrong: a
+# CR in an address is command injection, attack class 4), raising
+# ``LocalProtocolError``.  The parsers build events with ``_trusted()``,
+# which skips validation the parser has already done, so nothing is checked
+# twice on the hot path.
+#
+# Commands keep their wire form reachable: paths are stored as the mailbox
+# text exactly as sent (quoted local parts keep their quotes), parameters as
+# the esmtp-value strings (xtext still encoded); typed accessors decode them.
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+from ._errors import LocalProtocolError
+from ._syntax import (
+    GrammarError,
+    check_text,
+    parse_domain_or_literal,
+    parse_forward_path,
+    parse_mailbox,
+    validate_keyword,
+    validate_param_value,
+)
+
+__all__ = [
+    "Event",
+    "Command",
+    "Reply",
+    "Ehlo",
+    "Helo",
+    "Mail",
+    "Rcpt",
+    "Data",
+    "MessageData",
+    "EndOfMessage",
+    "Rset",
+    "Noop",
+    "Vrfy",
+    "Expn",
+    "Help",
+    "Quit",
+    "UnknownCommand",
+    "CommandRejected",
+    "MessageRejected",
+    "ConnectionClosed",
+    "Parameters",
+]
+
+Parameters = Mapping[str, str | None]
+
+_EMPTY_PARAMS: Parameters = types.MappingProxyType({})
+
+
+class Event:
+    """Base class of every event."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _trusted(cls, **kwargs: Any) -> Self:
+        """Build an event from values a parser has already validated."""
+        self = object.__new__(cls)
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in kwargs:
+                value = kwargs[f.name]
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
+        return self
+
+
+class Command(Event):
+    """Base class of the events a client sends and a server receives.
+
+    ``verb`` is the command word on the wire.
+    """
+
+    __slots__ = ()
+    verb: ClassVar[str] = ""
+
+    def _argument(self) -> str:
+        """The text after the verb (without the separating space)."""
+        return ""
+
+
+def _local_error(exc: GrammarError) -> LocalProtocolError:
+    return LocalProtocolError(str(exc))
+
+
+def _check(what: str, text: str) -> None:
+    try:
+        check_text(what, text)
+    except GrammarError as exc:
+        raise _local_error(exc) from None
+
+
+def _freeze_params(params: Parameters) -> Parameters:
+    if not params:
+        return _EMPTY_PARAMS
+    frozen: dict[str, str | None] = {}
+    try:
+        for keyword, value in params.items():
+            validate_keyword(keyword)
+            if value is not None:
+                _check(f"parameter {keyword}", value)
+                validate_param_value(keyword, value)
+            key = keyword.upper()
+            if key in frozen:
+                raise GrammarError(f"parameter {key} given more than once")
+            frozen[key] = value
+    except GrammarError as exc:
+        raise _local_error(exc) from None
+    return types.MappingProxyType(frozen)
+
+
+def _format_params(params: Parameters) -> str:
+    return "".join(f" {k}" if v is None else f" {k}={v}" for k, v in params.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply(Event):
+    """A server reply (RFC 5321 §4.2), the greeting included.
+
+    ``code`` is the three-digit reply code, ``enhanced`` the RFC 3463
+    enhanced status code (``"2.1.0"``) or ``None``, and ``text`` the text
+    lines without the code or enhanced code.  A multiline reply has several
+    text lines; every line carries the same code (§4.2.1).
+    """
+
+    code: int
+    text: tuple[str, ...] = ("",)
+    enhanced: str | None = None
+
+    def __post_init__(self) -> None:
+        # Reply-code = %x32-35 %x30-35 %x30-39 (§4.2)
+        if not isinstance(self.code, int) or not (
+            200 <= self.code <= 559 and (self.code // 10) % 10 <= 5
+        ):
+            raise LocalProtocolError(f"invalid reply code {self.code!r}")
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", (self.text,))
+        if not self.text:
+            raise LocalProtocolError("a reply needs at least one text line")
+        for line in self.text:
+            _check("reply text", line)
+        if self.enhanced is not None:
+            from ._replies import check_enhanced
+
+            check_enhanced(self.code, self.enhanced)
+
+    @property
+    def is_success(self) -> bool:
+        """True for 2xx replies."""
+        return 200 <= self.code < 300
+
+    @property
+    def is_intermediate(self) -> bool:
+        """True for 3xx replies (go ahead with the data)."""
+        return 300 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        """True for 4xx replies (try again later)."""
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        """True for 5xx replies."""
+        return self.code >= 500
+
+    @property
+    def message(self) -> str:
+        """The text lines joined with newlines."""
+        return "\n".join(self.text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ehlo(Command):
+    """``EHLO domain`` (§4.1.1.1): open a session with extensions."""
+
+    verb: ClassVar[str] = "EHLO"
+    domain: str
+
+    def __post_init__(self) -> None:
+        _check("EHLO domain", self.domain)
+        try:
+            parse_domain_or_literal(self.domain)
+        except GrammarError as exc:
+            raise _local_error(exc) from None
+
+    def _argument(self) -> str:
+        return self.domain
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Helo(Command):
+    """``HELO domain`` (§4.1.1.1): open a session without extensions."""
+
+    verb: ClassVar[str] = "HELO"
+    domain: str
+
+    def __post_init__(self) -> None:
+        _check("HELO domain", self.domain)
+        try:
+            parse_domain_or_literal(self.domain)
+        except GrammarError as exc:
+            raise _local_error(exc) from None
+
+    def _argument(self) -> str:
+        return self.domain
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mail(Command):
+    """``MAIL FROM:<reverse-path> [parameters]`` (§4.1.1.2).
+
+    ``reverse_path`` is the mailbox without angle brackets, ``""`` for the
+    null reverse-path ``<>``.  ``parameters`` maps upper-cased keywords to
+    their esmtp-value (``None`` for a keyword without a value), e.g.
+    ``{"SIZE": "1024", "BODY": "8BITMIME"}``.
+    """
+
+    verb: ClassVar[str] = "MAIL"
+    reverse_path: str
+    parameters: Parameters = field(default_factory=lambda: _EMPTY_PARAMS)
+
+    def __post_init__(self) -> None:
+        _check("reverse-path", self.reverse_path)
+        if self.reverse_path:
+            try:
+                parse_mailbox(self.reverse_path)
+            except GrammarError as exc:
+                raise _local_error(exc) from None
+        object.__setattr__(self, "parameters", _freeze_params(self.parameters))
+
+    def _argument(self) -> str:
+        return f"FROM:<{self.reverse_path}>{_format_params(self.parameters)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rcpt(Command):
+    """``RCPT TO:<forward-path> [parameters]`` (§4.1.1.3).
+
+    ``forward_path`` is the mailbox without angle brackets (a source route
+    is dropped when parsed); ``"Postmaster"`` on its own is allowed.
+    """
+
+    verb: ClassVar[str] = "RCPT"
+    forward_path: str
+    parameters: Parameters = field(default_factory=lambda: _EMPTY_PARAMS)
+
+    def __post_init__(self) -> None:
+        _check("forward-path", self.forward_path)
+        try:
+            parse_forward_path(f"<{self.forward_path}>")
+        except GrammarError as exc:
+            raise _local_error(exc) from None
+        object.__setattr__(self, "parameters", _freeze_params(self.parameters))
+
+    def _argument(self) -> str:
+        return f"TO:<{self.forward_path}>{_format_params(self.parameters)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Data(Command):
+    """``DATA`` (§4.1.1.4): ask to send the message content."""
+
+    verb: ClassVar[str] = "DATA"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageData(Event):
+    """A chunk of message content.
+
+    Sent by a client: the raw message (any line endings, not dot-stuffed);
+    the client core normalises and stuffs it.  Received by a server: the
+    content as received, with the stuffing dots removed.
+    """
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(f"message data must be bytes, not {type(self.data).__name__}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndOfMessage(Event):
+    """The end of the message content (``CRLF.CRLF`` on the wire)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rset(Command):
+    """``RSET`` (§4.1.1.5): abort the current transaction."""
+
+    verb: ClassVar[str] = "RSET"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Noop(Command):
+    """``NOOP [string]`` (§4.1.1.9)."""
+
+    verb: ClassVar[str] = "NOOP"
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _check("NOOP argument", self.text)
+
+    def _argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vrfy(Command):
+    """``VRFY string`` (§4.1.1.6): verify a user name or mailbox."""
+
+    verb: ClassVar[str] = "VRFY"
+    text: str
+
+    def __post_init__(self) -> None:
+        _check("VRFY argument", self.text)
+        if not self.text:
+            raise LocalProtocolError("VRFY needs an argument")
+
+    def _argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expn(Command):
+    """``EXPN string`` (§4.1.1.7): expand a mailing list."""
+
+    verb: ClassVar[str] = "EXPN"
+    text: str
+
+    def __post_init__(self) -> None:
+        _check("EXPN argument", self.text)
+        if not self.text:
+            raise LocalProtocolError("EXPN needs an argument")
+
+    def _argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Help(Command):
+    """``HELP [string]`` (§4.1.1.8)."""
+
+    verb: ClassVar[str] = "HELP"
+    topic: str = ""
+
+    def __post_init__(self) -> None:
+        _check("HELP argument", self.topic)
+
+    def _argument(self) -> str:
+        return self.topic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quit(Command):
+    """``QUIT`` (§4.1.1.10): end the session."""
+
+    verb: ClassVar[str] = "QUIT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownCommand(Command):
+    """A command the core does not implement.
+
+    A server receives it for any verb it does not know, so the application
+    may implement it (``XCLIENT``, say) or answer with
+    :attr:`suggested_reply` (500 5.5.1).  A client may send one to speak an
+    extension the core does not model; the verb must be an esmtp-keyword.
+    """
+
+    name: str
+    argument: str = ""
+
+    def __post_init__(self) -> None:
+        _check("command verb", self.name)
+        _check("command argument", self.argument)
+        try:
+            validate_keyword(self.name)
+        except GrammarError as exc:
+            raise _local_error(exc) from None
+        # Verbs are case-insensitive (§2.4); keep them upper-cased so that the
+        # event a client sends equals the event the server receives.
+        object.__setattr__(self, "name", self.name.upper())
+
+    def _argument(self) -> str:
+        return self.argument
+
+    @property
+    def suggested_reply(self) -> Reply:
+        """``500 5.5.1 Command unrecognized`` (§4.2.4)."""
+        from ._replies import UNRECOGNIZED
+
+        return UNRECOGNIZED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRejected(Event):
+    """A command line the server core refused; the session goes on.
+
+    Server only.  ``reply`` is the suggested answer (500 for an over-long
+    or malformed line, 501 for bad arguments, 503 for a bad sequence, 555
+    for an unknown parameter...), ``reason`` says why in plain words, and
+    ``command`` is the parsed command when the line could be parsed.  The
+    application sends ``reply`` (or its own) and the core goes on with the
+    next command.
+    """
+
+    reply: Reply
+    reason: str
+    command: Command | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRejected(Event):
+    """The message content ended but must not be delivered.
+
+    Server only; it takes the place of :class:`EndOfMessage`.  Raised for
+    bare CR or LF in the data (unless allowed), or data over the size
+    limit.  Everything received since ``DATA`` must be thrown away, and
+    ``reply`` (or another 4xx/5xx) sent.
+    """
+
+    reply: Reply
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed(Event):
+    """The session is over: the peer closed the connection, or a reply
+    (221 after QUIT, 421) ended the session.  Close the transport."""

@@ -1,0 +1,163 @@
+# Theory of operation
+# -------------------
+# Replies on the wire (RFC 5321 §4.2):
+#
+#     Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+#                  Reply-code [ SP textstring ] CRLF
+#     Reply-code = %x32-35 %x30-35 %x30-39
+#
+# ``format_reply`` turns a ``Reply`` event into those bytes, prefixing every
+# line with the enhanced status code (RFC 2034 §4: "... each line of a
+# multiline reply").  ``ReplyParser`` is the client's half: it takes one line
+# at a time (the receive buffer already split and bounded it), checks that
+# the code is well formed and the same on every line, counts the lines
+# against a bound, and returns a ``Reply`` once the last line arrives.
+# Anything malformed is a ``RemoteProtocolError``: a client cannot
+# resynchronise with a server whose replies it cannot read.
+#
+# The bottom of the module is the catalogue of ready replies the server core
+# suggests for every protocol error, each with its RFC 3463 enhanced code.
+from __future__ import annotations
+
+import re
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import Reply
+
+__all__ = ["check_enhanced", "format_reply", "ReplyParser"]
+
+# RFC 3463 §2: status-code = class "." subject "." detail
+#   class = "2" / "4" / "5" ; subject = 1*3digit ; detail = 1*3digit
+_ENHANCED_RE = re.compile(r"([245])\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})")
+_LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?:([ -])(.*))?", re.DOTALL)
+_ENHANCED_PREFIX_RE = re.compile(r"([245]\.(?:0|[1-9]\d{0,2})\.(?:0|[1-9]\d{0,2}))(?: |$)")
+
+
+def check_enhanced(code: int, enhanced: str) -> None:
+    """Check an enhanced status code against RFC 3463 and its reply code.
+
+    RFC 3463 §2: the class "MUST" match the first digit of the reply code.
+    """
+    match = _ENHANCED_RE.fullmatch(enhanced)
+    if match is None:
+        raise LocalProtocolError(f"invalid enhanced status code {enhanced!r}")
+    if int(match.group(1)) != code // 100:
+        raise LocalProtocolError(
+            f"enhanced status code {enhanced} does not match the class of reply code {code}"
+        )
+
+
+def format_reply(reply: Reply, *, enhanced_codes: bool = True) -> bytes:
+    """Serialise *reply* to wire bytes, one CRLF-terminated line per text line.
+
+    With ``enhanced_codes=False`` the enhanced status code is left out (a
+    server that does not offer ENHANCEDSTATUSCODES).
+    """
+    code = str(reply.code)
+    enhanced = reply.enhanced if enhanced_codes else None
+    last = len(reply.text) - 1
+    out = []
+    for index, text in enumerate(reply.text):
+        if enhanced:
+            text = f"{enhanced} {text}" if text else enhanced
+        if index < last:
+            out.append(f"{code}-{text}\r\n")
+        elif text:
+            out.append(f"{code} {text}\r\n")
+        else:
+            out.append(f"{code}\r\n")
+    return "".join(out).encode("utf-8", "surrogateescape")
+
+
+class ReplyParser:
+    """Assemble reply lines into ``Reply`` events (client side).
+
+    ``max_lines`` bounds the lines of one multiline reply (attack class 7,
+    reply bombs against a client).
+    """
+
+    def __init__(self, max_lines: int) -> None:
+        self.max_lines = max_lines
+        self._code = b""
+        self._lines: list[str] = []
+
+    @property
+    def in_progress(self) -> bool:
+        """True while a multiline reply has started but not ended."""
+        return bool(self._lines)
+
+    def feed(self, line: bytes | bytearray) -> Reply | None:
+        """Take one line (without its CRLF); return the reply when complete."""
+        match = _LINE_RE.fullmatch(line)
+        if match is None:
+            raise RemoteProtocolError(f"malformed reply line {bytes(line[:80])!r}")
+        code, separator, raw_text = match.groups()
+        if b"\r" in line or b"\n" in line or b"\x00" in line:
+            raise RemoteProtocolError(f"control character in reply line {bytes(line[:80])!r}")
+        if self._lines and code != self._code:
+            raise RemoteProtocolError(
+                f"reply code changed from {self._code.decode()} to {code.decode()} "
+                "inside a multiline reply"
+            )
+        self._code = code
+        self._lines.append((raw_text or b"").decode("utf-8", "surrogateescape"))
+        if separator == b"-":
+            if len(self._lines) >= self.max_lines:
+                raise RemoteProtocolError(
+                    f"multiline reply longer than {self.max_lines} lines"
+                )
+            return None
+        lines, self._lines = self._lines, []
+        return _build_reply(int(code), lines)
+
+
+def _build_reply(code: int, lines: list[str]) -> Reply:
+    enhanced = None
+    first = _ENHANCED_PREFIX_RE.match(lines[0])
+    if first is not None and int(first.group(1)[0]) == code // 100:
+        enhanced = first.group(1)
+        cut = len(enhanced)
+        for index, text in enumerate(lines):
+            if text.startswith(enhanced) and text[cut : cut + 1] in ("", " "):
+                lines[index] = text[cut + 1 :]
+    return Reply._trusted(code=code, text=tuple(lines), enhanced=enhanced)
+
+
+def _r(code: int, enhanced: str | None, text: str) -> Reply:
+    return Reply(code=code, enhanced=enhanced, text=(text,))
+
+
+# Ready replies.  Codes from RFC 5321 §4.2.2-§4.2.4 and §4.3.2; enhanced
+# codes from RFC 3463 and its registry (RFC 5248).
+OK = _r(250, "2.0.0", "OK")
+SENDER_OK = _r(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = _r(250, "2.1.5", "Recipient OK")
+START_DATA = _r(354, None, "End data with <CR><LF>.<CR><LF>")
+MESSAGE_ACCEPTED = _r(250, "2.0.0", "Message accepted for delivery")
+RESET_OK = _r(250, "2.0.0", "Reset OK")
+CLOSING = _r(221, "2.0.0", "Bye")
+VRFY_CANNOT = _r(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP_TEXT = _r(214, "2.0.0", "See RFC 5321 for the commands of this server")
+EXPN_DISABLED = _r(502, "5.5.1", "EXPN not available")
+UNRECOGNIZED = _r(500, "5.5.1", "Command unrecognized")
+LINE_TOO_LONG = _r(500, "5.5.2", "Line too long")
+BAD_LINE = _r(500, "5.5.2", "Syntax error")
+NOT_IMPLEMENTED = _r(502, "5.5.1", "Command not implemented")
+BAD_SEQUENCE = _r(503, "5.5.1", "Bad sequence of commands")
+NEED_EHLO = _r(503, "5.5.1", "Send EHLO or HELO first")
+NEED_MAIL = _r(503, "5.5.1", "Need MAIL command first")
+NESTED_MAIL = _r(503, "5.5.1", "Nested MAIL command")
+NEED_QUIT = _r(503, "5.5.1", "Only QUIT is accepted now")
+NO_VALID_RECIPIENTS = _r(554, "5.5.1", "No valid recipients")
+TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients")
+MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds fixed maximum message size")
+BARE_LINE_ENDING = _r(554, "5.6.0", "Message contains bare CR or LF")
+NEEDS_SMTPUTF8 = _r(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
+INPUT_OVERFLOW = _r(421, "4.7.0", "Too much unprocessed input, closing connection")
+SHUTTING_DOWN = _r(421, "4.3.2", "Service shutting down, closing connection")
+
+
+def rejection(code: int, enhanced: str, text: str) -> Reply:
+    """A one-line reply built from validated parts (no re-validation)."""
+    return Reply._trusted(code=code, text=(text,), enhanced=enhanced)
