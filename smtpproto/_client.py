@@ -182,14 +182,14 @@ class ClientConnection(ConnectionBase):
         verb = command.name if isinstance(command, UnknownCommand) else command.verb
         if self._state is State.CONNECTED:
             raise LocalProtocolError(f"cannot send {verb} before the server's greeting (§3.1)")
+        if self._pending:
+            self._check_pipelining(verb)
         projected = self.projected_state()
         if isinstance(command, UnknownCommand):
             if projected not in (State.GREETED, State.READY, State.MAIL, State.RCPT):
                 raise LocalProtocolError(f"cannot send {verb} in state {projected.name}")
         elif not is_allowed(projected, type(command)):
             raise LocalProtocolError(f"{verb} is not allowed in state {projected.name}")
-        if self._pending:
-            self._check_pipelining(verb)
         limit = self.config.max_command_line
         if isinstance(command, (Mail, Rcpt)):
             limit += self._check_parameters(command)

@@ -1,0 +1,71 @@
+"""The examples run, against software no one here wrote (smtplib)."""
+
+from __future__ import annotations
+
+import runpy
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def selectors_example() -> Iterator[tuple[dict[str, Any], socket.socket, list[Any], threading.Thread]]:
+    module = runpy.run_path(str(EXAMPLES / "selectors_server.py"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[Any] = []
+    thread = threading.Thread(
+        target=module["serve"], args=(listener, received.append), kwargs={"max_sessions": 2}
+    )
+    thread.start()
+    yield module, listener, received, thread
+    thread.join(timeout=10)
+    listener.close()
+    assert not thread.is_alive()
+
+
+def test_selectors_example_with_smtplib(selectors_example: Any) -> None:
+    _, listener, received, thread = selectors_example
+    port = listener.getsockname()[1]
+    message = EmailMessage()
+    message["From"] = "alice@example.org"
+    message["To"] = "bob@example.org, carol@example.org"
+    message["Subject"] = "hello"
+    message.set_content("line one\n.\n..two dots\nlast\n")
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=10) as smtp:
+        code, capabilities = smtp.ehlo()
+        assert code == 250 and b"PIPELINING" in capabilities
+        refused = smtp.send_message(message)
+        assert refused == {}
+        # A second transaction on the same connection, SMTPUTF8 this time.
+        smtp.sendmail("jøran@example.org", ["用户@example.org"], b"Subject: x\r\n\r\nbody\r\n",
+                      mail_options=["SMTPUTF8"])
+        code, _ = smtp.verify("bob")
+        assert code == 252
+    # A client that hangs up mid-DATA stores nothing.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+                     b"DATA\r\nSubject: cut\r\n\r\npartial")
+        sock.recv(4096)
+    thread.join(timeout=10)
+    assert len(received) == 2
+    first, second = received
+    assert first.sender == "alice@example.org"
+    assert first.recipients == ["bob@example.org", "carol@example.org"]
+    expected = message.as_bytes().replace(b"\n", b"\r\n")
+    assert first.content == expected
+    assert second.sender == "jøran@example.org"
+    assert second.recipients == ["用户@example.org"]
+    assert second.content == b"Subject: x\r\n\r\nbody\r\n"
+
+
+def test_every_example_is_tested() -> None:
+    tested = {"selectors_server.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested, "add a test for the new example"
