@@ -247,15 +247,20 @@ class ServerConnection(ConnectionBase):
     # -- receiving -------------------------------------------------------
 
     def _next_event(self) -> Event | Sentinel:
-        if self._awaiting is not None:
-            return PAUSED
-        if self._state is State.DATA:
-            return self._next_data_event()
-        if len(self._buffer) > self.config.max_receive_buffer:
+        if len(self._buffer) > self.config.max_receive_buffer and (
+            self._awaiting is not None or self._state is not State.DATA
+        ):
+            # Input piling up unread: a pipeline flood, or a peer that talks
+            # on while its commands await replies (attack class 7).  Message
+            # content is drained as it comes, so it never counts here.
             raise RemoteProtocolError(
                 f"more than {self.config.max_receive_buffer} octets of unprocessed input",
                 R.INPUT_OVERFLOW,
             )
+        if self._awaiting is not None:
+            return PAUSED
+        if self._state is State.DATA:
+            return self._next_data_event()
         line = self._buffer.extract_line(self._line_limit)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
