@@ -33,13 +33,35 @@ from ._events import (
     UnknownCommand,
     Vrfy,
 )
-from ._server import ServerConfig, ServerConnection
-from ._state import TRANSITIONS, State
+from ._esmtp_events import (
+    Auth,
+    AuthCancel,
+    AuthResponse,
+    Bdat,
+    EndOfChunk,
+    Lhlo,
+    ProxyHeader,
+    StartTLS,
+    Xclient,
+)
+from ._server import ServerConnection
+from ._server_config import ServerConfig
+from ._state import TRANSITIONS, BdatLast, State
 from .extensions import Capabilities
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Auth",
+    "AuthCancel",
+    "AuthResponse",
+    "Bdat",
+    "BdatLast",
+    "EndOfChunk",
+    "Lhlo",
+    "ProxyHeader",
+    "StartTLS",
+    "Xclient",
     "Capabilities",
     "ClientConfig",
     "ClientConnection",

@@ -20,6 +20,7 @@
 # give; unknown verbs become ``UnknownCommand`` for the application.
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from types import MappingProxyType
@@ -39,15 +40,25 @@ from ._events import (
     UnknownCommand,
     Vrfy,
 )
+from ._esmtp_events import (
+    SASL_NAME_RE,
+    XCLIENT_ATTRIBUTES,
+    Auth,
+    Bdat,
+    Lhlo,
+    StartTLS,
+    Xclient,
+)
 from ._syntax import (
     GrammarError,
+    xtext_decode,
     parse_domain_or_literal,
     parse_forward_path,
     parse_parameters,
     parse_reverse_path,
 )
 
-__all__ = ["format_command", "parse_command", "split_verb"]
+__all__ = ["format_command", "parse_command", "split_verb", "decode_sasl"]
 
 # Control characters other than the line end never belong in a command line
 # (attack class 5: a bare CR inside a command, NUL, escape sequences).
@@ -120,7 +131,7 @@ def _parse_rcpt(argument: str, lenient: bool) -> Command:
     return Rcpt._trusted(forward_path=mailbox, parameters=MappingProxyType(parse_parameters(params)))
 
 
-def _hello(cls: type[Ehlo] | type[Helo]) -> Callable[[str, bool], Command]:
+def _hello(cls: type[Ehlo] | type[Helo] | type[Lhlo]) -> Callable[[str, bool], Command]:
     def parse(argument: str, lenient: bool) -> Command:
         if lenient:
             argument = argument.strip(" ")
@@ -151,6 +162,54 @@ def _required_text(cls: type[Vrfy] | type[Expn]) -> Callable[[str, bool], Comman
     return parse
 
 
+def decode_sasl(text: str) -> bytes:
+    """Decode one base64 SASL message (RFC 4954 §4); ``=`` is empty.
+
+    Strict: padding is required and no character outside the base64
+    alphabet is allowed (attack class 6: unpadded or invalid base64).
+    """
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise GrammarError("invalid base64 in the SASL exchange", 501, "5.5.2") from None
+
+
+def _parse_auth(argument: str, lenient: bool) -> Command:
+    # RFC 4954 §4: "AUTH" SP sasl-mech [SP initial-response]
+    words = argument.split(" ")
+    if len(words) > 2 or SASL_NAME_RE.fullmatch(words[0]) is None:
+        raise GrammarError("syntax: AUTH mechanism [initial-response]", 501, "5.5.4")
+    response = decode_sasl(words[1]) if len(words) == 2 else None
+    return Auth._trusted(mechanism=words[0].upper(), initial_response=response)
+
+
+def _parse_bdat(argument: str, lenient: bool) -> Command:
+    # RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF;
+    # chunk-size = 1*DIGIT ; end-marker = "LAST".  A size that cannot be
+    # read leaves the octets that follow unknowable: the session must end.
+    words = argument.split(" ")
+    size, last = words[0], words[1:]
+    if not size.isdigit() or not size.isascii() or len(size) > 18:
+        raise GrammarError(f"invalid BDAT chunk size {size[:20]!r}", 501, "5.5.4", fatal=True)
+    if last and [word.upper() for word in last] != ["LAST"]:
+        raise GrammarError("syntax: BDAT size [LAST]", 501, "5.5.4", fatal=True)
+    return Bdat._trusted(size=int(size), last=bool(last))
+
+
+def _parse_xclient(argument: str, lenient: bool) -> Command:
+    attributes: dict[str, str] = {}
+    for item in argument.split(" "):
+        name, equals, value = item.partition("=")
+        name = name.upper()
+        if not equals or name not in XCLIENT_ATTRIBUTES or name in attributes:
+            raise GrammarError(f"bad XCLIENT attribute {item[:40]!r}", 501, "5.5.4")
+        xtext_decode(value)
+        attributes[name] = value
+    return Xclient._trusted(attributes=MappingProxyType(attributes))
+
+
 _PARSERS: dict[str, Callable[[str, bool], Command]] = {
     "EHLO": _hello(Ehlo),
     "HELO": _hello(Helo),
@@ -163,6 +222,11 @@ _PARSERS: dict[str, Callable[[str, bool], Command]] = {
     "HELP": lambda argument, lenient: Help._trusted(topic=argument),
     "VRFY": _required_text(Vrfy),
     "EXPN": _required_text(Expn),
+    "STARTTLS": _no_argument(StartTLS),
+    "AUTH": _parse_auth,
+    "BDAT": _parse_bdat,
+    "LHLO": _hello(Lhlo),
+    "XCLIENT": _parse_xclient,
 }
 
 

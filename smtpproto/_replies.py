@@ -62,7 +62,9 @@ def format_reply(reply: Reply, *, enhanced_codes: bool = True) -> bytes:
             text = f"{enhanced} {text}" if text else enhanced
         if index < last:
             out.append(f"{code}-{text}\r\n")
-        elif text:
+        elif text or code == "334":
+            # RFC 4954 §4: continue-req = "334" SP [base64] CRLF, the space
+            # even before an empty challenge.
             out.append(f"{code} {text}\r\n")
         else:
             out.append(f"{code}\r\n")

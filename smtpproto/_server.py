@@ -13,27 +13,49 @@
 # Survivable mistakes are events.  An over-long line, a bare LF, a control
 # character, bad arguments, a command out of sequence, an unknown parameter
 # or too many recipients come out as ``CommandRejected`` with the suggested
-# reply; an unknown verb comes out as ``UnknownCommand`` for the application
-# to implement or refuse.  After ``max_errors`` of them the suggestion
+# reply (the checks live in ``_server_checks``); an unknown verb comes out
+# as ``UnknownCommand``.  After ``max_errors`` of them the suggestion
 # becomes 421, which closes the session when sent (attack class 7).
 #
-# Message content is read by ``DotUnstuffer`` and handed out as
-# ``MessageData`` chunks.  The data ends only at CRLF.CRLF.  A message with
-# bare CR/LF (unless allowed) or over the size limit is read to its end and
-# then answered with ``MessageRejected`` instead of ``EndOfMessage``; the
-# chunks after the fault are not handed out.  An EOF before the end gives
-# ``ConnectionClosed``: the application must not deliver what it has.
+# Message content.  DATA content is read by ``DotUnstuffer``; it ends only
+# at CRLF.CRLF, and a message with bare CR/LF (unless allowed) or over the
+# size limit is read to its end and answered with ``MessageRejected``.
+# BDAT (RFC 3030) content is counted, not scanned: ``Bdat`` is handed out
+# first, then its octets as ``MessageData``, then ``EndOfChunk`` or
+# ``EndOfMessage`` (LAST), which awaits the reply.  A refused chunk's
+# octets are read and dropped (up to ``max_bdat_discard``) before its
+# ``CommandRejected`` comes out, so the stream stays in step.  An EOF
+# before the end gives ``ConnectionClosed``: nothing may be delivered.
+#
+# TLS.  After the 220 to STARTTLS the state is TLS and nothing more is
+# read: any byte already received, or received before ``tls_established()``,
+# is a ``RemoteProtocolError`` (attack class 3, STARTTLS injection).
+# ``tls_established()`` forgets the EHLO name, the extensions offered and
+# any AUTH state (RFC 3207 §4.2).  AUTH runs a fresh SASL mechanism per
+# attempt (``_server_auth``); LMTP (RFC 2033) awaits one reply per accepted
+# recipient at the end of data; a PROXY header is read before the greeting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import _replies as R
-from ._commands import parse_command, split_verb
-from ._connection import PAUSED, ConnectionBase, Sentinel
+from . import _server_checks as checks
 from ._buffer import LINE_TOO_LONG
+from ._commands import decode_sasl, parse_command, split_verb
+from ._connection import PAUSED, ConnectionBase, Sentinel
 from ._data import END_OF_DATA, DotUnstuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._esmtp_events import (
+    Auth,
+    AuthCancel,
+    AuthResponse,
+    Bdat,
+    EndOfChunk,
+    Lhlo,
+    ProxyHeader,
+    StartTLS,
+    Xclient,
+)
 from ._events import (
     Command,
     CommandRejected,
@@ -55,109 +77,21 @@ from ._events import (
     UnknownCommand,
     Vrfy,
 )
+from ._proxy import ProxyError, parse_proxy_header
 from ._replies import format_reply
-from ._state import State, is_allowed, next_state
-from ._syntax import GrammarError, check_text, is_ascii, parse_domain_or_literal
-from .extensions import (
-    Dsn,
-    EightBitMime,
-    EnhancedStatusCodes,
-    Extension,
-    HelpExtension,
-    Pipelining,
-    Size,
-    SmtpUtf8,
-)
+from ._server_auth import AUTH_CANCELLED, ServerAuth
+from ._server_config import ServerConfig, offered_extensions
+from ._state import BdatLast, Key, State, is_allowed, key_of, next_state
+from ._syntax import GrammarError
+from .extensions import AuthExtension, Extension
 
 __all__ = ["ServerConfig", "ServerConnection"]
 
-
-@dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    """Settings of a :class:`ServerConnection`, checked when created.
-
-    Every bound the server keeps is here; each protects memory or time
-    against a hostile client (``PROTOCOL.md`` attack class 7).
-    """
-
-    #: The name the server gives in its greeting and EHLO reply.
-    hostname: str = "localhost"
-    #: Accept the deviations real clients make (see :func:`parse_command`).
-    lenient: bool = False
-    #: Longest command line, CRLF included (§4.5.3.1.4); extensions add to
-    #: it for MAIL and RCPT.
-    max_command_line: int = 512
-    #: Largest message in octets, advertised with SIZE (RFC 1870).
-    max_message_size: int = 33_554_432
-    #: Recipients accepted per transaction; more get 452 (§4.5.3.1.8).
-    max_recipients: int = 1000
-    #: Rejected commands before the suggested reply becomes 421.
-    max_errors: int = 20
-    #: Unprocessed command input the core holds before giving up.
-    max_receive_buffer: int = 262_144
-    #: Longest line of message data, CRLF included, or None for no limit.
-    max_data_line: int | None = None
-    #: Accept bare CR and bare LF in message data as literal data.
-    allow_bare_line_endings: bool = False
-    #: Offer PIPELINING (RFC 2920).
-    pipelining: bool = True
-    #: Offer 8BITMIME (RFC 6152).
-    eightbitmime: bool = True
-    #: Offer SMTPUTF8 (RFC 6531).
-    smtputf8: bool = True
-    #: Offer DSN (RFC 3461).
-    dsn: bool = True
-    #: Offer ENHANCEDSTATUSCODES (RFC 2034).
-    enhanced_status_codes: bool = True
-    #: Offer HELP in the EHLO reply.
-    help: bool = True
-    #: Further extension objects to offer.
-    extra_extensions: tuple[Extension, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        try:
-            check_text("hostname", self.hostname)
-            parse_domain_or_literal(self.hostname)
-        except GrammarError as exc:
-            raise ValueError(f"ServerConfig.hostname: {exc}") from None
-        minimums = {
-            "max_command_line": 512,
-            "max_message_size": 65_536,
-            "max_recipients": 100,
-            "max_errors": 1,
-            "max_receive_buffer": 1024,
-        }
-        for name, minimum in minimums.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"ServerConfig.{name} must be an integer of at least {minimum}, not {value!r}"
-                )
-        if self.max_data_line is not None and self.max_data_line < 1000:
-            raise ValueError("ServerConfig.max_data_line must be at least 1000 (§4.5.3.1.6)")
-
-    def extensions(self) -> tuple[Extension, ...]:
-        """The extension objects this configuration offers, in EHLO order."""
-        offered: list[Extension] = []
-        if self.pipelining:
-            offered.append(Pipelining())
-        offered.append(Size(self.max_message_size))
-        if self.eightbitmime:
-            offered.append(EightBitMime())
-        if self.smtputf8:
-            offered.append(SmtpUtf8())
-        if self.dsn:
-            offered.append(Dsn())
-        if self.enhanced_status_codes:
-            offered.append(EnhancedStatusCodes())
-        if self.help:
-            offered.append(HelpExtension())
-        offered.extend(self.extra_extensions)
-        return tuple(offered)
-
-
-# Placeholder "command" the greeting answers (the table's CONNECTED row).
+# Placeholder key the greeting answers (the table's CONNECTED row).
 _GREETING = Reply
+_STARTTLS_READY = R.rejection(220, "2.0.0", "Ready to start TLS")
+_PIPELINED_AFTER_STARTTLS = R.rejection(554, "5.5.1", "Command pipelined after STARTTLS")
+_AUTH_LINE_TOO_LONG = R.rejection(500, "5.5.6", "Authentication Exchange line is too long")
 
 
 class ServerConnection(ConnectionBase):
@@ -167,39 +101,65 @@ class ServerConnection(ConnectionBase):
     :meth:`next_event`, and answer each command with a :class:`Reply`
     through :meth:`send`, which returns the bytes to write.  The first
     thing to send is the greeting (:meth:`greeting`).
+
+    ``tls=True`` says the transport is TLS from the start (implicit TLS,
+    RFC 8314); ``trusted=True`` says the peer is a proxy the application
+    trusts, which may use XCLIENT.
     """
 
-    def __init__(self, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig | None = None, *, tls: bool = False, trusted: bool = False
+    ) -> None:
         super().__init__()
         self.config = config if config is not None else ServerConfig()
-        self._extensions = self.config.extensions()
+        #: True once the transport is TLS (implicit, or after STARTTLS).
+        self.tls = tls
+        #: True when the peer may use XCLIENT.
+        self.trusted = trusted
+        self._offer()
+        self._awaiting: Key | None = _GREETING
+        self._awaiting_event: Event | None = None
+        self._replies_due = 0
+        self._proxy_pending = self.config.proxy_protocol
+        #: The PROXY protocol header, once read.
+        self.proxy: ProxyHeader | None = None
+        self._esmtp = False
+        self._mail: Mail | None = None
+        self._recipients: list[Rcpt] = []
+        self._transactions = 0
+        self._errors = 0
+        self._unstuffer = DotUnstuffer(self.config.max_data_line)
+        self._chunk: Bdat | None = None
+        self._chunk_left = 0
+        self._message_size = 0
+        self._discard_left = 0
+        self._deferred: CommandRejected | None = None
+        self._auth = ServerAuth(self.config.hostname, self.config.max_auth_failures)
+        self._authenticated = False
+        #: The name the client gave in EHLO/HELO/LHLO, once accepted.
+        self.client_name: str | None = None
+
+    def _offer(self) -> None:
+        self._extensions = offered_extensions(self.config, tls=self.tls, trusted=self.trusted)
         self._by_parameter = {
             name: ext
             for ext in self._extensions
             for name in ext.mail_parameters | ext.rcpt_parameters
         }
-        self._mail_limit = self.config.max_command_line + sum(
-            ext.mail_line_extra for ext in self._extensions
-        )
-        self._rcpt_limit = self.config.max_command_line + sum(
-            ext.rcpt_line_extra for ext in self._extensions
-        )
-        self._line_limit = max(self._mail_limit, self._rcpt_limit)
-        self._awaiting: type[Event] | None = _GREETING
-        self._awaiting_event: Event | None = None
-        self._esmtp = False
-        self._mail: Mail | None = None
-        self._recipients = 0
-        self._errors = 0
-        self._unstuffer = DotUnstuffer(self.config.max_data_line)
-        #: The name the client gave in EHLO/HELO, once accepted.
-        self.client_name: str | None = None
+        base = self.config.max_command_line
+        self._limits = {
+            "MAIL": base + sum(ext.mail_line_extra for ext in self._extensions),
+            "RCPT": base + sum(ext.rcpt_line_extra for ext in self._extensions),
+            # RFC 4954 §4: an initial response of up to max_auth_line octets.
+            "AUTH": self.config.max_auth_line + 40,
+        }
+        self._line_limit = max(self._limits.values())
 
     # -- public helpers -------------------------------------------------
 
     @property
     def extensions(self) -> tuple[Extension, ...]:
-        """The extensions this server offers."""
+        """The extensions this server offers now."""
         return self._extensions
 
     @property
@@ -209,24 +169,67 @@ class ServerConnection(ConnectionBase):
         return self._awaiting_event if self._awaiting is not None else None
 
     @property
+    def replies_due(self) -> int:
+        """Replies still owed to the event awaiting them (LMTP: one per
+        accepted recipient at the end of data; otherwise 1 or 0)."""
+        if self._awaiting is None:
+            return 0
+        return self._replies_due or 1
+
+    @property
     def mail(self) -> Mail | None:
         """The MAIL command of the open transaction, once accepted."""
         return self._mail
 
     @property
+    def recipients(self) -> tuple[Rcpt, ...]:
+        """The RCPT commands accepted in the open transaction, in order."""
+        return tuple(self._recipients)
+
+    @property
     def recipient_count(self) -> int:
         """Recipients accepted in the open transaction."""
-        return self._recipients
+        return len(self._recipients)
+
+    @property
+    def authenticated(self) -> bool:
+        """True once a 235 ended an AUTH exchange (RFC 4954 §4)."""
+        return self._authenticated
+
+    @property
+    def auth_identity(self) -> str | None:
+        """The authenticated identity (authzid if given, else authcid)."""
+        success = self._auth.success
+        if success is None:
+            return None
+        return success.authzid or success.authcid
+
+    @property
+    def auth_request(self) -> object | None:
+        """The SASL verification request (``smtpproto.sasl.CheckPassword``,
+        ``LookupScram``...) the application must answer with
+        :meth:`auth_reply`, or None."""
+        if self._awaiting in (Auth, AuthResponse):
+            return self._auth.request
+        return None
+
+    def auth_reply(self, answer: object = None) -> Reply:
+        """The reply to the AUTH step awaiting one, after giving the pending
+        verification request (if any) *answer*.  Send it with :meth:`send`."""
+        if self._awaiting not in (Auth, AuthResponse):
+            raise LocalProtocolError(f"no AUTH step awaits a reply in state {self._state.name}")
+        return self._auth.reply(answer)
 
     def greeting(self, text: str | None = None) -> Reply:
-        """A 220 greeting naming this server (§4.2, §3.1)."""
-        return Reply(code=220, text=(text or f"{self.config.hostname} ESMTP smtpproto",))
+        """A 220 greeting naming this server (§4.2, §3.1); for LMTP, RFC
+        2033 §4.1 asks the same."""
+        protocol = "LMTP" if self.config.lmtp else "ESMTP"
+        return Reply(code=220, text=(text or f"{self.config.hostname} {protocol} smtpproto",))
 
     def ehlo_reply(self, greet: str | None = None) -> Reply:
-        """The 250 reply to EHLO listing the offered extensions (§4.1.1.1).
-
-        No enhanced status code: RFC 2034 §3 leaves EHLO replies without.
-        """
+        """The 250 reply to EHLO (or LHLO) listing the offered extensions
+        (§4.1.1.1).  No enhanced status code: RFC 2034 §3 leaves EHLO
+        replies without."""
         first = f"{self.config.hostname} {greet}" if greet else self.config.hostname
         return Reply._trusted(
             code=250, text=(first, *(ext.ehlo_line() for ext in self._extensions)), enhanced=None
@@ -234,121 +237,267 @@ class ServerConnection(ConnectionBase):
 
     def default_reply(self) -> Reply:
         """The usual reply to the event awaiting one (raises if none is)."""
-        kind = self._awaiting
+        key = self._awaiting
         event = self._awaiting_event
-        if kind is None:
+        if key is None:
             raise LocalProtocolError(f"no command awaits a reply in state {self._state.name}")
-        if kind is _GREETING:
+        if key is _GREETING:
             return self.greeting()
         if isinstance(event, (CommandRejected, MessageRejected)):
             return event.reply
-        return _DEFAULTS[kind](self)
+        assert event is not None
+        return _DEFAULTS[type(event)](self)
+
+    def tls_established(self) -> None:
+        """Tell the core the TLS handshake after STARTTLS completed.
+
+        Raises ``RemoteProtocolError`` if cleartext bytes were received
+        after the STARTTLS command: they must never be read as if they came
+        over TLS (RFC 3207 §5, attack class 3).
+        """
+        if self._state is not State.TLS:
+            raise LocalProtocolError(
+                f"tls_established() called in state {self._state.name}; it belongs after "
+                "the 220 reply to STARTTLS"
+            )
+        if self._buffer.data or self._eof:
+            self._fail(RemoteProtocolError("cleartext data received after STARTTLS"))
+        self.tls = True
+        self._state = State.GREETED
+        self._esmtp = False
+        self.client_name = None
+        self._auth.reset()
+        self._authenticated = False
+        self._offer()
 
     # -- receiving -------------------------------------------------------
 
+    def _fail(self, error: RemoteProtocolError) -> None:
+        self._error = error
+        self._state = State.ERROR
+        raise error
+
     def _next_event(self) -> Event | Sentinel:
+        streaming = self._state is State.DATA or self._chunk is not None or self._discard_left
         if len(self._buffer) > self.config.max_receive_buffer and (
-            self._awaiting is not None or self._state is not State.DATA
+            self._awaiting is not None or not streaming
         ):
             # Input piling up unread: a pipeline flood, or a peer that talks
             # on while its commands await replies (attack class 7).  Message
-            # content is drained as it comes, so it never counts here.
+            # content (DATA, BDAT, refused BDAT) is drained as it comes.
             raise RemoteProtocolError(
                 f"more than {self.config.max_receive_buffer} octets of unprocessed input",
                 R.INPUT_OVERFLOW,
             )
+        if self._proxy_pending:
+            return self._next_proxy_event()
+        if self._discard_left:
+            return self._discard()
         if self._awaiting is not None:
             return PAUSED
+        if self._state is State.TLS:
+            if self._buffer.data:
+                raise RemoteProtocolError("cleartext data received after STARTTLS")
+            return PAUSED
+        if self._chunk is not None:
+            return self._next_chunk_event()
         if self._state is State.DATA:
             return self._next_data_event()
-        line = self._buffer.extract_line(self._line_limit)
+        auth = self._state is State.AUTH
+        line = self._buffer.extract_line(self.config.max_auth_line + 2 if auth else self._line_limit)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
         if line is LINE_TOO_LONG:
+            if auth:
+                return self._reject(_AUTH_LINE_TOO_LONG, "SASL response too long", count=False)
             return self._reject(R.LINE_TOO_LONG, "command line too long")
         content, crlf = line
         if not crlf and not self.config.lenient:
             # §2.3.8: lines end with CRLF only; a bare LF is not a line end.
-            return self._reject(R.BAD_LINE, "command line ended with a bare LF")
+            return self._reject(R.BAD_LINE, "line ended with a bare LF", count=not auth)
+        if auth:
+            return self._sasl_line(content)
         verb, _ = split_verb(content)
-        limit = self._mail_limit if verb == "MAIL" else self._rcpt_limit if verb == "RCPT" else (
-            self.config.max_command_line
-        )
+        limit = self._limits.get(verb, self.config.max_command_line)
         if len(content) + 2 > limit:
             return self._reject(R.LINE_TOO_LONG, f"{verb} line longer than {limit} octets")
         try:
             command = parse_command(content, lenient=self.config.lenient)
         except GrammarError as exc:
-            return self._reject(R.rejection(exc.code, exc.enhanced, f"Syntax error: {exc}"), str(exc))
+            reply = R.rejection(exc.code, exc.enhanced, f"Syntax error: {exc}")
+            if exc.fatal:
+                raise RemoteProtocolError(str(exc), reply) from None
+            return self._reject(reply, str(exc))
         return self._judge(command)
 
-    def _judge(self, command: Command) -> Event:
+    def _next_proxy_event(self) -> Event | Sentinel:
+        try:
+            header = parse_proxy_header(self._buffer.data)
+        except ProxyError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        if header is None:
+            return self._closed() if self._eof else Sentinel.NEED_DATA
+        self._proxy_pending = False
+        self.proxy = header
+        return header
+
+    def _sasl_line(self, content: bytes) -> Event:
+        # RFC 4954 §4: "If the client wishes to cancel an authentication
+        # exchange, it issues a line with a single '*'."
+        if content == b"*":
+            return self._await(AuthCancel._trusted(), AuthCancel)
+        try:
+            data = decode_sasl(content.decode("ascii"))
+        except (GrammarError, UnicodeDecodeError):
+            return self._reject(
+                R.rejection(501, "5.5.2", "Invalid base64 in the SASL exchange"),
+                "invalid base64 in the SASL exchange",
+                count=False,
+            )
+        self._auth.respond(data)
+        return self._await(AuthResponse._trusted(data=data), AuthResponse)
+
+    def _judge(self, command: Command) -> Event | Sentinel:
         if isinstance(command, UnknownCommand):
             self._errors += 1
             if self._errors >= self.config.max_errors:
                 return self._reject(R.TOO_MANY_ERRORS, "too many errors", command, count=False)
-            return self._await(command)
-        kind = type(command)
-        if not is_allowed(self._state, kind):
-            return self._reject(_sequence_reply(self._state, command), "bad sequence", command)
-        if isinstance(command, Mail):
-            refusal = self._check_mail(command)
-        elif isinstance(command, Rcpt):
-            refusal = self._check_rcpt(command)
-        else:
-            refusal = None
+            return self._await(command, UnknownCommand)
+        key = key_of(command)
+        refusal = checks.hello_reply(command, self.config.lmtp)
+        if refusal is None and not is_allowed(self._state, key):
+            refusal = checks.sequence_reply(self._state, command)
+        if refusal is None:
+            refusal = checks.security_reply(
+                command,
+                require_tls=self.config.require_tls,
+                tls=self.tls,
+                require_auth=self.config.require_auth,
+                authenticated=self._authenticated,
+            )
+        if refusal is None:
+            refusal = self._command_reply(command)
+        if isinstance(command, Bdat):
+            return self._start_chunk(command, refusal)
         if refusal is not None:
             return self._reject(refusal, refusal.message, command)
-        return self._await(command)
+        if isinstance(command, StartTLS) and self._buffer.data:
+            # Anything pipelined after STARTTLS would be read as if it came
+            # over TLS: refuse the session instead (attack class 3).
+            raise RemoteProtocolError("data pipelined after STARTTLS", _PIPELINED_AFTER_STARTTLS)
+        if isinstance(command, Auth):
+            self._auth.start(command.mechanism, command.initial_response)
+        return self._await(command, key)
 
-    def _check_parameters(self, command: Mail | Rcpt, owned: str) -> Reply | None:
-        for name, value in command.parameters.items():
-            ext = self._by_parameter.get(name) if self._esmtp else None
-            if ext is None or name not in getattr(ext, owned):
-                # §4.1.1.11: unrecognised MAIL/RCPT parameters get 555.
-                return R.rejection(555, "5.5.4", f"Unsupported parameter {name}")
-            try:
-                ext.check_parameter(name, value)
-            except GrammarError as exc:
-                return R.rejection(exc.code, exc.enhanced, str(exc))
+    def _command_reply(self, command: Command) -> Reply | None:
+        if isinstance(command, Mail):
+            limit = self.config.max_transactions
+            if limit is not None and self._transactions >= limit:
+                return checks.TOO_MANY_TRANSACTIONS
+            return checks.mail_reply(command, self._extensions, self._by_parameter, self._esmtp)
+        if isinstance(command, Rcpt):
+            assert self._mail is not None
+            return checks.rcpt_reply(
+                command,
+                self._mail,
+                len(self._recipients),
+                self.config.max_recipients,
+                self._by_parameter,
+                self._esmtp,
+            )
+        if isinstance(command, Data):
+            assert self._mail is not None
+            if (self._mail.parameters.get("BODY") or "").upper() == "BINARYMIME":
+                return checks.BINARYMIME_NEEDS_BDAT
+            return None
+        if isinstance(command, Bdat):
+            if not self.config.chunking:
+                return checks.CHUNKING_UNAVAILABLE
+            if self._message_size + command.size > self.config.max_message_size:
+                return R.MESSAGE_TOO_BIG
+            return None
+        if isinstance(command, StartTLS):
+            return checks.starttls_reply(available=self.config.starttls, tls=self.tls)
+        if isinstance(command, Auth):
+            offer = next((e for e in self._extensions if isinstance(e, AuthExtension)), None)
+            return checks.auth_reply(
+                command,
+                offered=offer.mechanisms if offer is not None else None,
+                configured=bool(self.config.auth_mechanisms),
+                esmtp=self._esmtp,
+                authenticated=self._authenticated,
+                exhausted=self._auth.exhausted,
+                too_many=self._auth.failure_reply(),
+            )
+        if isinstance(command, Xclient):
+            return checks.xclient_reply(command, self.trusted)
         return None
 
-    def _check_mail(self, mail: Mail) -> Reply | None:
-        refusal = self._check_parameters(mail, "mail_parameters")
-        if refusal is not None:
-            return refusal
-        if not is_ascii(mail.reverse_path) and "SMTPUTF8" not in mail.parameters:
-            return R.NEEDS_SMTPUTF8
-        for ext in self._extensions:
-            refusal = ext.check_mail(mail)
-            if refusal is not None:
-                return refusal
-        return None
-
-    def _check_rcpt(self, rcpt: Rcpt) -> Reply | None:
-        refusal = self._check_parameters(rcpt, "rcpt_parameters")
-        if refusal is not None:
-            return refusal
-        assert self._mail is not None
-        if not is_ascii(rcpt.forward_path) and "SMTPUTF8" not in self._mail.parameters:
-            return R.NEEDS_SMTPUTF8
-        if self._recipients >= self.config.max_recipients:
-            return R.TOO_MANY_RECIPIENTS
-        return None
-
-    def _await(self, event: Event) -> Event:
-        self._awaiting = type(event)
+    def _await(self, event: Event, key: Key) -> Event:
+        self._awaiting = key
         self._awaiting_event = event
         return event
 
     def _reject(
         self, reply: Reply, reason: str, command: Command | None = None, count: bool = True
     ) -> Event:
+        return self._await(self._rejection(reply, reason, command, count), CommandRejected)
+
+    def _rejection(
+        self, reply: Reply, reason: str, command: Command | None, count: bool = True
+    ) -> CommandRejected:
         if count:
             self._errors += 1
             if self._errors >= self.config.max_errors:
                 reply, reason = R.TOO_MANY_ERRORS, "too many errors"
-        return self._await(CommandRejected._trusted(reply=reply, reason=reason, command=command))
+        return CommandRejected._trusted(reply=reply, reason=reason, command=command)
+
+    # -- BDAT ------------------------------------------------------------
+
+    def _start_chunk(self, command: Bdat, refusal: Reply | None) -> Event | Sentinel:
+        if refusal is None:
+            self._chunk = command
+            self._chunk_left = command.size
+            return command
+        # RFC 3030 §2: the octets follow whatever the reply; read and drop
+        # them, within a hard cap, then hand out the refusal.
+        if command.size > self.config.max_bdat_discard:
+            raise RemoteProtocolError(
+                f"refused BDAT chunk of {command.size} octets is over the discard cap",
+                R.rejection(552, "5.3.4", "Chunk too large, closing connection"),
+            )
+        self._deferred = self._rejection(refusal, refusal.message, command)
+        self._discard_left = command.size
+        return self._discard()
+
+    def _discard(self) -> Event | Sentinel:
+        take = min(self._discard_left, len(self._buffer))
+        if take:
+            del self._buffer.data[:take]
+            self._discard_left -= take
+        if self._discard_left:
+            return self._closed() if self._eof else Sentinel.NEED_DATA
+        deferred, self._deferred = self._deferred, None
+        assert deferred is not None
+        return self._await(deferred, CommandRejected)
+
+    def _next_chunk_event(self) -> Event | Sentinel:
+        chunk = self._chunk
+        assert chunk is not None
+        if self._chunk_left:
+            take = min(self._chunk_left, len(self._buffer))
+            if not take:
+                return self._closed() if self._eof else Sentinel.NEED_DATA
+            self._chunk_left -= take
+            self._message_size += take
+            return MessageData._trusted(data=self._buffer.consume(take))
+        self._chunk = None
+        if chunk.last:
+            self._replies_due = self._lmtp_replies()
+            return self._await(EndOfMessage._trusted(), BdatLast)
+        return self._await(EndOfChunk._trusted(), Bdat)
+
+    # -- DATA ------------------------------------------------------------
 
     def _next_data_event(self) -> Event | Sentinel:
         unstuffer = self._unstuffer
@@ -381,9 +530,13 @@ class ServerConnection(ConnectionBase):
             )
         else:
             event = EndOfMessage()
-        self._awaiting = EndOfMessage
-        self._awaiting_event = event
-        return event
+        self._replies_due = self._lmtp_replies()
+        return self._await(event, EndOfMessage)
+
+    def _lmtp_replies(self) -> int:
+        # RFC 2033 §4.2: after the end of data, one reply per recipient that
+        # was accepted, in the order of the RCPT commands.
+        return len(self._recipients) if self.config.lmtp else 0
 
     # -- sending ---------------------------------------------------------
 
@@ -403,8 +556,8 @@ class ServerConnection(ConnectionBase):
             self._state = State.CLOSED
             return self._format(event)
         self._check_sendable(f"reply {event.code}")
-        kind = self._awaiting
-        if kind is None:
+        key = self._awaiting
+        if key is None:
             if event.code != 421:
                 raise LocalProtocolError(
                     f"no command awaits a reply in state {self._state.name}; "
@@ -412,66 +565,85 @@ class ServerConnection(ConnectionBase):
                 )
             self._state = State.CLOSED
             return self._format(event)
-        self._state = self._after_reply(kind, event)
+        if self._proxy_pending and event.code != 421:
+            raise LocalProtocolError("the greeting must wait for the PROXY protocol header")
+        new = self._after_reply(key, event)
+        if self._replies_due > 1 and new is not State.CLOSED:
+            self._replies_due -= 1  # LMTP: more replies for this end of data
+            return self._format(event)
+        self._replies_due = 0
         self._awaiting = None
         self._awaiting_event = None
+        self._enter(new)
         return self._format(event)
 
     def _format(self, reply: Reply) -> bytes:
         return format_reply(reply, enhanced_codes=self.config.enhanced_status_codes)
 
-    def _after_reply(self, kind: type[Event], reply: Reply) -> State:
+    def _after_reply(self, key: Key, reply: Reply) -> State:
         state = self._state
-        if kind in (CommandRejected, UnknownCommand):
+        event = self._awaiting_event
+        if key is CommandRejected or key is UnknownCommand:
             if reply.is_intermediate:
                 raise LocalProtocolError(f"a {reply.code} reply cannot answer a rejected command")
-            return State.CLOSED if reply.code == 421 else state
-        if kind is MessageRejected:
-            kind = EndOfMessage
+            if reply.code == 421:
+                return State.CLOSED
+            if state is State.AUTH:
+                self._auth.finish(reply)
+                return State.READY  # RFC 4954 §4: a refused line ends the exchange
+            command = event.command if isinstance(event, CommandRejected) else None
+            if isinstance(command, Bdat) and is_allowed(state, key_of(command)):
+                # RFC 3030 §2: a refused chunk fails the transaction.
+                return next_state(state, key_of(command), reply.code)
+            return state
         try:
-            new = next_state(state, kind, reply.code)
+            new = next_state(state, key, reply.code)
         except ValueError as exc:
             raise LocalProtocolError(str(exc)) from None
-        event = self._awaiting_event
-        if reply.is_success:
-            if isinstance(event, (Ehlo, Helo)):
-                self._esmtp = isinstance(event, Ehlo)
+        if isinstance(event, (Auth, AuthResponse, AuthCancel)):
+            self._auth.finish(reply)
+            if reply.code == 235:
+                self._authenticated = True
+        elif reply.is_success:
+            if isinstance(event, (Ehlo, Helo, Lhlo)):
+                self._esmtp = not isinstance(event, Helo)
                 self.client_name = event.domain
             elif isinstance(event, Mail):
                 self._mail = event
+                self._transactions += 1
             elif isinstance(event, Rcpt):
-                self._recipients += 1
-        if new is State.DATA:
-            self._unstuffer = DotUnstuffer(self.config.max_data_line)
-        elif new is not state and new in (State.READY, State.GREETED):
-            self._mail = None
-            self._recipients = 0
+                self._recipients.append(event)
+            elif isinstance(event, Xclient):
+                # Postfix: XCLIENT starts the session over, as a new client.
+                self._esmtp = False
+                self.client_name = None
+                self._auth.reset()
+                self._authenticated = False
         return new
 
+    def _enter(self, new: State) -> None:
+        old, self._state = self._state, new
+        if new is State.DATA:
+            self._unstuffer = DotUnstuffer(self.config.max_data_line)
+        elif new is not old and new in (State.READY, State.GREETED):
+            self._mail = None
+            self._recipients = []
+            self._message_size = 0
 
-def _sequence_reply(state: State, command: Command) -> Reply:
-    """The 503 (or 554) for *command* out of sequence in *state* (§4.1.4)."""
-    if state is State.REFUSED:
-        return R.NEED_QUIT
-    if state is State.GREETED:
-        return R.NEED_EHLO
-    if isinstance(command, Mail):
-        return R.NESTED_MAIL
-    if isinstance(command, Data) and state is State.MAIL:
-        # RFC 2920 §3.1 / RFC 5321 §3.3: "no valid recipients".
-        return R.NO_VALID_RECIPIENTS
-    if state is State.READY:
-        return R.NEED_MAIL
-    return R.BAD_SEQUENCE
+
+def _octets_received(server: ServerConnection) -> Reply:
+    return R.rejection(250, "2.0.0", f"{server._message_size} octets received")
 
 
 _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     Ehlo: lambda s: s.ehlo_reply(),
+    Lhlo: lambda s: s.ehlo_reply(),
     Helo: lambda s: Reply._trusted(code=250, text=(s.config.hostname,), enhanced=None),
     Mail: lambda s: R.SENDER_OK,
     Rcpt: lambda s: R.RECIPIENT_OK,
     Data: lambda s: R.START_DATA,
     EndOfMessage: lambda s: R.MESSAGE_ACCEPTED,
+    EndOfChunk: _octets_received,
     Rset: lambda s: R.RESET_OK,
     Noop: lambda s: R.OK,
     Vrfy: lambda s: R.VRFY_CANNOT,
@@ -479,4 +651,9 @@ _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     Help: lambda s: R.HELP_TEXT,
     Quit: lambda s: R.CLOSING,
     UnknownCommand: lambda s: R.UNRECOGNIZED,
+    StartTLS: lambda s: _STARTTLS_READY,
+    Auth: lambda s: s.auth_reply(),
+    AuthResponse: lambda s: s.auth_reply(),
+    AuthCancel: lambda s: AUTH_CANCELLED,
+    Xclient: lambda s: s.greeting(),
 }

@@ -54,10 +54,15 @@ class GrammarError(ValueError):
     detail by default); the message names what is wrong.
     """
 
-    def __init__(self, message: str, code: int = 501, enhanced: str = "5.5.4") -> None:
+    def __init__(
+        self, message: str, code: int = 501, enhanced: str = "5.5.4", *, fatal: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.enhanced = enhanced
+        #: True when the session cannot go on (a BDAT size that cannot be
+        #: read leaves the stream impossible to resynchronise).
+        self.fatal = fatal
 
 
 _NON_ASCII = r"[^\x00-\x7f]"

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 
 from smtpproto import (
     NEED_DATA,
+    Bdat,
+    ProxyHeader,
     PAUSED,
     ClientConnection,
     ConnectionClosed,
@@ -55,8 +57,9 @@ Responder = Callable[[ServerConnection, Event], Reply | None]
 
 
 def default_responder(server: ServerConnection, event: Event) -> Reply | None:
-    """Answer with the server core's usual reply; nothing for content."""
-    if isinstance(event, (MessageData, ConnectionClosed)):
+    """Answer with the server core's usual reply; nothing for content, for
+    a BDAT header (its reply comes after its octets) or a PROXY header."""
+    if isinstance(event, (MessageData, ConnectionClosed, Bdat, ProxyHeader)):
         return None
     return server.default_reply()
 
@@ -111,9 +114,12 @@ class Pair:
             answered = False
             for event in events:
                 reply = self.responder(self.server, event)
-                if reply is not None:
+                while reply is not None:
                     out += self.server.send(reply)
                     answered = True
+                    # LMTP: the end of data takes one reply per recipient.
+                    more = self.server.awaiting_reply is event and self.server.replies_due
+                    reply = self.responder(self.server, event) if more else None
             if not answered:
                 return bytes(out)
 
@@ -129,13 +135,13 @@ class Pair:
 
 def server_events(
     data: bytes, config: ServerConfig | None = None, byte_at_a_time: bool = False,
-    responder: Responder = default_responder,
+    responder: Responder = default_responder, tls: bool = False,
 ) -> tuple[list[Event], bytes]:
     """Feed raw *data* to a fresh, greeted server answering with *responder*.
 
     Returns the server's events and the bytes it wrote after the greeting.
     """
-    server = ServerConnection(config)
+    server = ServerConnection(config, tls=tls)
     server.send(server.greeting())
     feed(server, data, byte_at_a_time)
     events: list[Event] = []
@@ -146,9 +152,11 @@ def server_events(
         answered = False
         for event in batch:
             reply = responder(server, event)
-            if reply is not None:
+            while reply is not None:
                 out += server.send(reply)
                 answered = True
+                more = server.awaiting_reply is event and server.replies_due
+                reply = responder(server, event) if more else None
         if not answered:
             return events, bytes(out)
 

@@ -9,12 +9,28 @@ from __future__ import annotations
 
 from ._base import EnhancedStatusCodes, Extension, HelpExtension, Pipelining
 from ._capabilities import Capabilities
+from ._simple import BinaryMime, Chunking, Limits, StartTls, XclientExtension
+from .auth import AuthExtension
+from .deliverby import DeliverBy
 from .dsn import Dsn
 from .eightbitmime import EightBitMime
+from .futurerelease import FutureRelease
+from .mtpriority import MtPriority
+from .requiretls import RequireTls
 from .size import Size
 from .smtputf8 import SmtpUtf8
 
 __all__ = [
+    "AuthExtension",
+    "BinaryMime",
+    "Chunking",
+    "DeliverBy",
+    "FutureRelease",
+    "Limits",
+    "MtPriority",
+    "RequireTls",
+    "StartTls",
+    "XclientExtension",
     "Capabilities",
     "Dsn",
     "EightBitMime",
@@ -37,6 +53,16 @@ KNOWN_EXTENSIONS: tuple[type[Extension], ...] = (
     Dsn,
     EnhancedStatusCodes,
     HelpExtension,
+    StartTls,
+    AuthExtension,
+    Chunking,
+    BinaryMime,
+    RequireTls,
+    Limits,
+    MtPriority,
+    DeliverBy,
+    FutureRelease,
+    XclientExtension,
 )
 
 _OWNERS: dict[str, type[Extension]] = {

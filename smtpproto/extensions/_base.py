@@ -52,6 +52,12 @@ class Extension:
         if value is not None:
             raise GrammarError(f"parameter {name} takes no value", 501, "5.5.4")
 
+    @classmethod
+    def requirements(cls, name: str, value: str | None) -> tuple[str, ...]:
+        """The EHLO keywords a server must offer before a client may send
+        parameter *name* with *value* (the extension's own keyword)."""
+        return (cls.keyword,)
+
     def check_mail(self, mail: Mail) -> Reply | None:
         """Server policy on an accepted-by-syntax MAIL; a refusal or None."""
         return None

@@ -105,3 +105,41 @@ class Capabilities:
         if params and params[0].isdigit():
             return int(params[0])
         return 0
+
+    @property
+    def starttls(self) -> bool:
+        """STARTTLS (RFC 3207) offered."""
+        return "STARTTLS" in self.keywords
+
+    @property
+    def chunking(self) -> bool:
+        """CHUNKING (RFC 3030) offered: BDAT may be used."""
+        return "CHUNKING" in self.keywords
+
+    @property
+    def binarymime(self) -> bool:
+        """BINARYMIME (RFC 3030) offered."""
+        return "BINARYMIME" in self.keywords
+
+    @property
+    def requiretls(self) -> bool:
+        """REQUIRETLS (RFC 8689) offered."""
+        return "REQUIRETLS" in self.keywords
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms offered with AUTH (RFC 4954), upper-cased."""
+        return tuple(m.upper() for m in self.keywords.get("AUTH", ()))
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The LIMITS (RFC 9422) the server announced, e.g. ``RCPTMAX``.
+
+        Malformed entries are ignored: the limits are advisory.
+        """
+        found: dict[str, int] = {}
+        for item in self.keywords.get("LIMITS", ()):
+            name, _, value = item.partition("=")
+            if value.isdigit() and int(value) > 0:
+                found[name.upper()] = int(value)
+        return found
