@@ -31,12 +31,7 @@ extensions = [
 
 exclude_patterns = ["_build"]
 nitpicky = True
-nitpick_ignore = [
-    # ServerConfig.lenient's doc comment points at the private
-    # smtpproto._commands.parse_command, which the API page does not
-    # document; remove this entry once that comment no longer links to it.
-    ("py:func", "parse_command"),
-]
+nitpick_ignore: list[tuple[str, str]] = []
 # Without intersphinx the standard library has no inventory to resolve
 # against; builtins are resolved by Sphinx itself, these are not.
 nitpick_ignore_regex = [

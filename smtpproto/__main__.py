@@ -54,7 +54,7 @@ def _serve(server: ServerConnection, received: list[bytes]) -> bytes:
 
 
 def _replies(client: ClientConnection) -> list[Reply]:
-    replies = []
+    replies: list[Reply] = []
     while True:
         event = client.next_event()
         if not isinstance(event, Reply):

@@ -82,7 +82,10 @@ class ServerConfig:
 
     #: The name the server gives in its greeting and EHLO reply.
     hostname: str = "localhost"
-    #: Accept the deviations real clients make (see :func:`parse_command`).
+    #: Accept the deviations real clients make: a space after the colon of
+    #: ``MAIL FROM:``, a path without angle brackets, runs of spaces,
+    #: trailing white space, any word as the EHLO/HELO name, and command
+    #: lines ended by a bare LF.
     lenient: bool = False
     #: Longest command line, CRLF included (§4.5.3.1.4); extensions add to
     #: it for MAIL and RCPT.
@@ -91,7 +94,8 @@ class ServerConfig:
     max_message_size: int = 33_554_432
     #: Recipients accepted per transaction; more get 452 (§4.5.3.1.8).
     max_recipients: int = 1000
-    #: Rejected commands before the suggested reply becomes 421.
+    #: Mistakes per session: the suggested reply to the max_errors-th
+    #: (commands answered 4xx/5xx count) is 421, which closes the session.
     max_errors: int = 20
     #: Unprocessed command input the core holds before giving up.
     max_receive_buffer: int = 262_144
@@ -133,7 +137,9 @@ class ServerConfig:
                 raise ValueError(
                     f"ServerConfig.{name} must be an integer of at least {minimum}, not {value!r}"
                 )
-        if self.max_data_line is not None and self.max_data_line < 1000:
+        if self.max_data_line is not None and (
+            not isinstance(self.max_data_line, int) or self.max_data_line < 1000
+        ):
             raise ValueError("ServerConfig.max_data_line must be at least 1000 (§4.5.3.1.6)")
 
     def extensions(self) -> tuple[Extension, ...]:
@@ -284,9 +290,8 @@ class ServerConnection(ConnectionBase):
 
     def _judge(self, command: Command) -> Event:
         if isinstance(command, UnknownCommand):
-            self._errors += 1
-            if self._errors >= self.config.max_errors:
-                return self._reject(R.TOO_MANY_ERRORS, "too many errors", command, count=False)
+            if self._errors + 1 >= self.config.max_errors:
+                return self._reject(R.TOO_MANY_ERRORS, "too many errors", command)
             return self._await(command)
         kind = type(command)
         if not is_allowed(self._state, kind):
@@ -341,13 +346,11 @@ class ServerConnection(ConnectionBase):
         self._awaiting_event = event
         return event
 
-    def _reject(
-        self, reply: Reply, reason: str, command: Command | None = None, count: bool = True
-    ) -> Event:
-        if count:
-            self._errors += 1
-            if self._errors >= self.config.max_errors:
-                reply, reason = R.TOO_MANY_ERRORS, "too many errors"
+    def _reject(self, reply: Reply, reason: str, command: Command | None = None) -> Event:
+        # Errors are counted when answered (see _after_reply); the one that
+        # would reach max_errors is suggested a 421 instead (attack class 7).
+        if self._errors + 1 >= self.config.max_errors:
+            reply, reason = R.TOO_MANY_ERRORS, "too many errors"
         return self._await(CommandRejected._trusted(reply=reply, reason=reason, command=command))
 
     def _next_data_event(self) -> Event | Sentinel:
@@ -425,9 +428,9 @@ class ServerConnection(ConnectionBase):
         if kind in (CommandRejected, UnknownCommand):
             if reply.is_intermediate:
                 raise LocalProtocolError(f"a {reply.code} reply cannot answer a rejected command")
+            if reply.code >= 400:
+                self._errors += 1  # an unknown command the application implements is no error
             return State.CLOSED if reply.code == 421 else state
-        if kind is MessageRejected:
-            kind = EndOfMessage
         try:
             new = next_state(state, kind, reply.code)
         except ValueError as exc:
@@ -460,9 +463,9 @@ def _sequence_reply(state: State, command: Command) -> Reply:
     if isinstance(command, Data) and state is State.MAIL:
         # RFC 2920 §3.1 / RFC 5321 §3.3: "no valid recipients".
         return R.NO_VALID_RECIPIENTS
-    if state is State.READY:
-        return R.NEED_MAIL
-    return R.BAD_SEQUENCE
+    # READY is what is left for the table of this module; the generic 503
+    # stands for any state a later extension adds.
+    return R.NEED_MAIL if state is State.READY else R.BAD_SEQUENCE
 
 
 _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
