@@ -290,6 +290,9 @@ class ServerConnection(ConnectionBase):
 
     def _judge(self, command: Command) -> Event:
         if isinstance(command, UnknownCommand):
+            if self._state is State.REFUSED:
+                # §3.1: after a 554 greeting, 503 to anything but QUIT.
+                return self._reject(R.NEED_QUIT, "bad sequence", command)
             if self._errors + 1 >= self.config.max_errors:
                 return self._reject(R.TOO_MANY_ERRORS, "too many errors", command)
             return self._await(command)

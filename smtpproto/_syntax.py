@@ -153,6 +153,14 @@ def _check_address_literal(text: str) -> None:
             if "%" in address:
                 raise ValueError(address)
             ipaddress.IPv6Address(address)
+            if "::" in address:
+                # IPv6-comp / IPv6v4-comp: 'The "::" represents at least 2
+                # 16-bit groups of zeros', so at most 6 groups besides it
+                # (an IPv4 tail counts as two).
+                groups = [g for g in address.replace("::", ":").split(":") if g]
+                explicit = len(groups) + (1 if "." in address else 0)
+                if explicit > 6:
+                    raise ValueError(address)
         except ValueError:
             raise GrammarError(f"invalid IPv6 address literal {text!r}", 501, "5.5.4") from None
 

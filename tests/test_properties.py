@@ -467,11 +467,6 @@ def test_every_state_and_generated_command(state: State, command: Command) -> No
     check_command_in_state(state, command)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a 554 greeting the suggested reply to an unknown verb is 500, not the "
-    "503 RFC 5321 §3.1 asks for ('SHOULD respond to any intervening commands with 503')",
-)
 def test_refused_session_answers_unknown_commands_with_503() -> None:
     server = server_in(State.REFUSED)
     server.receive_data(b"XFOO bar\r\n")

@@ -180,12 +180,6 @@ def test_ipv4_literal_with_non_ascii_digits_is_refused(mailbox: str) -> None:
         parse_mailbox(mailbox)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_syntax: IPv6 literals are checked with ipaddress, which accepts '::' "
-    "standing for a single zero group; RFC 5321 §4.1.3 IPv6-comp: 'The \"::\" "
-    "represents at least 2 16-bit groups of zeros' (IPv6v4-comp says the same)",
-)
 @pytest.mark.parametrize("mailbox", ["a@[IPv6:1:2:3:4:5:6:7::]", "a@[IPv6:1:2:3:4:5::1.2.3.4]"])
 def test_ipv6_literal_with_double_colon_for_one_group_is_refused(mailbox: str) -> None:
     with pytest.raises(GrammarError):
