@@ -83,20 +83,25 @@ def split_verb(line: bytes) -> tuple[str, bytes]:
 def _split_path(text: str) -> tuple[str, str]:
     """Split ``<path> params`` at the ``>`` that closes the path.
 
-    Quoted local parts may hold ``>`` and escaped quotes, so the scan
-    follows quoting rather than looking for the first ``>``.
+    Quoted local parts may hold ``>`` and escaped quotes, and address
+    literals may hold ``>`` and ``"`` (dcontent, §4.1.3), so the scan follows
+    quoting and brackets rather than looking for the first ``>``.
     """
     if not text.startswith("<"):
         path, _, rest = text.partition(" ")
         return path, rest
-    quoted = escaped = False
+    quoted = escaped = literal = False
     for index, char in enumerate(text):
         if escaped:
             escaped = False
+        elif literal:
+            literal = char != "]"
         elif char == "\\" and quoted:
             escaped = True
         elif char == '"':
             quoted = not quoted
+        elif char == "[" and not quoted:
+            literal = True
         elif char == ">" and not quoted:
             rest = text[index + 1 :]
             if rest and not rest.startswith(" "):
@@ -110,9 +115,13 @@ def _path_and_params(argument: str, prefix: str, lenient: bool) -> tuple[str, st
         raise GrammarError(f"syntax: expected {prefix}<address>", 501, "5.5.4")
     rest = argument[len(prefix) :]
     if lenient:
-        rest = rest.strip(" ")
-        rest = " ".join(rest.split())
+        rest = rest.lstrip(" ")
     path, params = _split_path(rest)
+    if lenient:
+        # Collapse runs of spaces between parameters only: spaces inside a
+        # quoted local part are part of the mailbox, and non-ASCII white
+        # space may be part of an esmtp-value (RFC 6531 §3.3).
+        params = " ".join(item for item in params.split(" ") if item)
     return path, params
 
 

@@ -69,26 +69,30 @@ class DotStuffer:
 
     def stuff(self, data: bytes | bytearray | memoryview) -> bytes:
         """Normalise and stuff one chunk of content."""
+        # The state changes only once the chunk is accepted: a refused chunk
+        # (LocalProtocolError) leaves the stuffer as it was.
         chunk = bytes(data)
         if self._pending_cr:
             chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk.endswith(b"\r"):
+        pending_cr = chunk.endswith(b"\r")
+        if pending_cr:
             chunk = chunk[:-1]
-            self._pending_cr = True
         if not chunk:
+            self._pending_cr = pending_cr
             return b""
         if _has_bare_line_ending(chunk):
             # §2.3.8: a client never sends a bare CR or LF; each becomes CRLF.
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
         if self.max_line is not None:
-            longest, self._line_length = _longest_line(chunk, self._line_length)
+            longest, line_length = _longest_line(chunk, self._line_length)
             if longest + 2 > self.max_line:
                 raise LocalProtocolError(
                     f"message line of {longest + 2} octets exceeds the limit of "
                     f"{self.max_line} (RFC 5321 §4.5.3.1.6); encode the content "
                     "(quoted-printable or base64) or raise max_line_length"
                 )
+            self._line_length = line_length
+        self._pending_cr = pending_cr
         # §4.5.2: "Before sending a line of mail text, the SMTP client checks
         # the first character of the line.  If it is a period, one additional
         # period is inserted at the beginning of the line."

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Self
 
@@ -30,7 +30,7 @@ from ._syntax import (
     check_text,
     parse_domain_or_literal,
     parse_forward_path,
-    parse_mailbox,
+    parse_reverse_path,
     validate_keyword,
     validate_param_value,
 )
@@ -105,6 +105,18 @@ def _local_error(exc: GrammarError) -> LocalProtocolError:
 def _check(what: str, text: str) -> None:
     try:
         check_text(what, text)
+    except GrammarError as exc:
+        raise _local_error(exc) from None
+
+
+def _check_path(what: str, mailbox: str, parse: Callable[[str], str]) -> None:
+    # Validate the path as the server will read it, length included
+    # (§4.5.3.1.3).  The parser drops a source route, so a field holding one
+    # would not survive the trip: the field is the mailbox alone.
+    _check(what, mailbox)
+    try:
+        if parse(f"<{mailbox}>") != mailbox:
+            raise GrammarError(f"{what} {mailbox!r} must be a mailbox without a source route")
     except GrammarError as exc:
         raise _local_error(exc) from None
 
@@ -240,12 +252,7 @@ class Mail(Command):
     parameters: Parameters = field(default_factory=lambda: _EMPTY_PARAMS)
 
     def __post_init__(self) -> None:
-        _check("reverse-path", self.reverse_path)
-        if self.reverse_path:
-            try:
-                parse_mailbox(self.reverse_path)
-            except GrammarError as exc:
-                raise _local_error(exc) from None
+        _check_path("reverse-path", self.reverse_path, parse_reverse_path)
         object.__setattr__(self, "parameters", _freeze_params(self.parameters))
 
     def _argument(self) -> str:
@@ -265,11 +272,7 @@ class Rcpt(Command):
     parameters: Parameters = field(default_factory=lambda: _EMPTY_PARAMS)
 
     def __post_init__(self) -> None:
-        _check("forward-path", self.forward_path)
-        try:
-            parse_forward_path(f"<{self.forward_path}>")
-        except GrammarError as exc:
-            raise _local_error(exc) from None
+        _check_path("forward-path", self.forward_path, parse_forward_path)
         object.__setattr__(self, "parameters", _freeze_params(self.parameters))
 
     def _argument(self) -> str:

@@ -28,9 +28,12 @@ __all__ = ["check_enhanced", "format_reply", "ReplyParser"]
 
 # RFC 3463 §2: status-code = class "." subject "." detail
 #   class = "2" / "4" / "5" ; subject = 1*3digit ; detail = 1*3digit
-_ENHANCED_RE = re.compile(r"([245])\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})")
+#   (re.ASCII: digit is %x30-39, not any Unicode digit)
+_ENHANCED_RE = re.compile(r"([245])\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})", re.ASCII)
 _LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?:([ -])(.*))?", re.DOTALL)
-_ENHANCED_PREFIX_RE = re.compile(r"([245]\.(?:0|[1-9]\d{0,2})\.(?:0|[1-9]\d{0,2}))(?: |$)")
+_ENHANCED_PREFIX_RE = re.compile(
+    r"([245]\.(?:0|[1-9]\d{0,2})\.(?:0|[1-9]\d{0,2}))(?: |$)", re.ASCII
+)
 
 
 def check_enhanced(code: int, enhanced: str) -> None:

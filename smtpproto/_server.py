@@ -359,9 +359,11 @@ class ServerConnection(ConnectionBase):
 
     def _judge(self, command: Command) -> Event | Sentinel:
         if isinstance(command, UnknownCommand):
-            self._errors += 1
-            if self._errors >= self.config.max_errors:
-                return self._reject(R.TOO_MANY_ERRORS, "too many errors", command, count=False)
+            if self._state is State.REFUSED:
+                # §3.1: after a 554 greeting, 503 to anything but QUIT.
+                return self._reject(R.NEED_QUIT, "bad sequence", command)
+            if self._errors + 1 >= self.config.max_errors:
+                return self._reject(R.TOO_MANY_ERRORS, "too many errors", command)
             return self._await(command, UnknownCommand)
         key = key_of(command)
         refusal = checks.hello_reply(command, self.config.lmtp)
@@ -446,10 +448,11 @@ class ServerConnection(ConnectionBase):
     def _rejection(
         self, reply: Reply, reason: str, command: Command | None, count: bool = True
     ) -> CommandRejected:
-        if count:
-            self._errors += 1
-            if self._errors >= self.config.max_errors:
-                reply, reason = R.TOO_MANY_ERRORS, "too many errors"
+        # Errors are counted when answered (see _after_reply); the one that
+        # would reach max_errors is suggested a 421 instead (attack class 7).
+        # SASL exchange lines do not count: AUTH failures have their own bound.
+        if count and self._errors + 1 >= self.config.max_errors:
+            reply, reason = R.TOO_MANY_ERRORS, "too many errors"
         return CommandRejected._trusted(reply=reply, reason=reason, command=command)
 
     # -- BDAT ------------------------------------------------------------
@@ -586,11 +589,13 @@ class ServerConnection(ConnectionBase):
         if key is CommandRejected or key is UnknownCommand:
             if reply.is_intermediate:
                 raise LocalProtocolError(f"a {reply.code} reply cannot answer a rejected command")
-            if reply.code == 421:
-                return State.CLOSED
             if state is State.AUTH:
                 self._auth.finish(reply)
-                return State.READY  # RFC 4954 §4: a refused line ends the exchange
+                return State.CLOSED if reply.code == 421 else State.READY  # RFC 4954 §4
+            if reply.code >= 400:
+                self._errors += 1  # an unknown command the application implements is no error
+            if reply.code == 421:
+                return State.CLOSED
             command = event.command if isinstance(event, CommandRejected) else None
             if isinstance(command, Bdat) and is_allowed(state, key_of(command)):
                 # RFC 3030 §2: a refused chunk fails the transaction.

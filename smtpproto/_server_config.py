@@ -64,7 +64,8 @@ class ServerConfig:
     max_recipients: int = 1000
     #: Mail transactions per session (advertised as LIMITS MAILMAX), or None.
     max_transactions: int | None = None
-    #: Rejected commands before the suggested reply becomes 421.
+    #: Mistakes per session: the suggested reply to the max_errors-th
+    #: (commands answered 4xx/5xx count) is 421, which closes the session.
     max_errors: int = 20
     #: Unprocessed command input the core holds before giving up.
     max_receive_buffer: int = 262_144
@@ -146,7 +147,9 @@ class ServerConfig:
                 raise ValueError(
                     f"ServerConfig.{name} must be an integer of at least {minimum}, not {value!r}"
                 )
-        if self.max_data_line is not None and self.max_data_line < 1000:
+        if self.max_data_line is not None and (
+            not isinstance(self.max_data_line, int) or self.max_data_line < 1000
+        ):
             raise ValueError("ServerConfig.max_data_line must be at least 1000 (§4.5.3.1.6)")
         if self.max_transactions is not None and self.max_transactions < 1:
             raise ValueError("ServerConfig.max_transactions must be at least 1 or None")

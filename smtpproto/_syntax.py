@@ -65,7 +65,9 @@ class GrammarError(ValueError):
         self.fatal = fatal
 
 
-_NON_ASCII = r"[^\x00-\x7f]"
+# UTF8-non-ascii: any non-ASCII character that UTF-8 can encode (a lone
+# surrogate cannot go on the wire).
+_NON_ASCII = r"[^\x00-\x7f\ud800-\udfff]"
 # Let-dig = ALPHA / DIGIT ; Ldh-str = *( ALPHA / DIGIT / "-" ) Let-dig
 # sub-domain = Let-dig [Ldh-str] ; RFC 6531 §3.3: sub-domain =/ U-label
 _LET_DIG = rf"(?:[A-Za-z0-9]|{_NON_ASCII})"
@@ -82,7 +84,8 @@ _DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _QUOTED_STRING = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|{_NON_ASCII}|\\[\x20-\x7e])*"'
 _LOCAL_PART_RE = re.compile(rf"{_DOT_STRING}|{_QUOTED_STRING}")
 # IPv4-address-literal = Snum 3("."  Snum) ; Snum = 1*3DIGIT (0-255)
-_IPV4_RE = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+# (DIGIT is %x30-39: ``\d`` would also take any Unicode digit.)
+_IPV4_RE = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 # General-address-literal = Standardized-tag ":" 1*dcontent
 # Standardized-tag = Ldh-str ; dcontent = %d33-90 / %d94-126
 _GENERAL_RE = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)")
@@ -155,6 +158,14 @@ def _check_address_literal(text: str) -> None:
             if "%" in address:
                 raise ValueError(address)
             ipaddress.IPv6Address(address)
+            if "::" in address:
+                # IPv6-comp / IPv6v4-comp: 'The "::" represents at least 2
+                # 16-bit groups of zeros', so at most 6 groups besides it
+                # (an IPv4 tail counts as two).
+                groups = [g for g in address.replace("::", ":").split(":") if g]
+                explicit = len(groups) + (1 if "." in address else 0)
+                if explicit > 6:
+                    raise ValueError(address)
         except ValueError:
             raise GrammarError(f"invalid IPv6 address literal {text!r}", 501, "5.5.4") from None
 
@@ -165,7 +176,11 @@ def parse_mailbox(text: str) -> str:
     The local part keeps its case (§2.4: it is the recipient host's to
     interpret).  Returns *text* unchanged; raises :class:`GrammarError`.
     """
-    at = text.rfind("@")
+    # dcontent may hold "@" ("[tag:a@b]") but never "[", so the "@" before a
+    # literal is the last "@["; a domain name holds no "@" at all.
+    at = text.rfind("@[") if text.endswith("]") else -1
+    if at < 0:
+        at = text.rfind("@")
     if at <= 0:
         raise GrammarError(f"mailbox {text!r} has no local part and domain", 501, "5.1.3")
     local, domain = text[:at], text[at + 1 :]
@@ -197,8 +212,9 @@ def _strip_path(text: str, lenient: bool) -> str:
     if inner.startswith("@"):
         # A-d-l = At-domain *( "," At-domain ) ; At-domain = "@" Domain
         route, colon, mailbox = inner.partition(":")
-        if not colon:
-            raise GrammarError(f"source route without ':' in {text!r}", 501, "5.1.3")
+        if not colon or not mailbox:
+            # A route to no mailbox (``<@a:>``) is not the null path ``<>``.
+            raise GrammarError(f"source route without ':' or mailbox in {text!r}", 501, "5.1.3")
         for hop in route.split(","):
             if not hop.startswith("@"):
                 raise GrammarError(f"invalid source route in {text!r}", 501, "5.1.3")

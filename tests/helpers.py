@@ -94,7 +94,8 @@ class Pair:
 
     def to_client(self, data: bytes) -> list[Event]:
         self.wire_to_client += data
-        feed(self.client, data, self.byte_at_a_time)
+        if data:  # b"" would mean end of file
+            feed(self.client, data, self.byte_at_a_time)
         events = drain(self.client)
         self.client_events += events
         return events

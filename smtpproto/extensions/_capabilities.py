@@ -102,7 +102,9 @@ class Capabilities:
         if "SIZE" not in self.keywords:
             return None
         params = self.keywords["SIZE"]
-        if params and params[0].isdigit():
+        # RFC 1870 §4: size-param = [1*DIGIT]; str.isdigit() alone would take
+        # Unicode digits, some of which int() refuses ("²").
+        if params and params[0].isascii() and params[0].isdigit():
             return int(params[0])
         return 0
 

@@ -1,0 +1,850 @@
+# Theory of operation
+# -------------------
+# Hypothesis strategies for SMTP, built on the sans-I/O core alone.  Three
+# families:
+#
+# * grammar values (domains, address literals, local parts, mailboxes,
+#   ESMTP parameters): valid per RFC 5321 §4.1.2-§4.1.3 and within the
+#   §4.5.3.1 length limits, measured in UTF-8 octets;
+#   ``invalid_mailboxes`` breaks that grammar one rule at a time;
+# * protocol values (command and reply events, raw command lines, message
+#   bodies with hostile line endings, whole client sessions);
+# * perturbations (chunkings and split points, byte-level mutations).
+#
+# Everything is composed from ``sampled_from``, ``text(alphabet=...)`` and
+# small lists rather than regexes, so generation is fast enough for
+# Hypothesis' health checks at default settings.  Sizes are kept small on
+# purpose; the length limits get their own "long" branches, drawn rarely.
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Sequence
+
+from hypothesis import strategies as st
+
+from .._client import ClientConnection
+from .._commands import format_command
+from .._events import (
+    Command,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    UnknownCommand,
+    Vrfy,
+)
+from .._syntax import (
+    MAX_DOMAIN,
+    MAX_LOCAL_PART,
+    MAX_PATH,
+    octets,
+    xtext_encode,
+)
+
+__all__ = [
+    "domains",
+    "address_literals",
+    "local_parts",
+    "mailboxes",
+    "invalid_mailboxes",
+    "esmtp_parameters",
+    "mail_parameters",
+    "rcpt_parameters",
+    "commands",
+    "command_lines",
+    "replies",
+    "message_bodies",
+    "split_points",
+    "chunkings",
+    "sessions",
+    "session_transcripts",
+    "transcribe",
+    "mutated_bytes",
+    "COMMAND_TYPES",
+]
+
+#: Every command event type a client can send.
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    Rset,
+    Noop,
+    Vrfy,
+    Expn,
+    Help,
+    Quit,
+    UnknownCommand,
+)
+
+_KNOWN_VERBS = frozenset(
+    cls.verb for cls in COMMAND_TYPES if cls is not UnknownCommand
+)
+
+# -- alphabets (RFC 5321 §4.1.2, §4.1.3) ------------------------------------
+
+_LET_DIG = string.ascii_letters + string.digits
+_LDH = _LET_DIG + "-"
+# atext (RFC 5322 §3.2.3)
+_ATEXT = _LET_DIG + "!#$%&'*+-/=?^_`{|}~"
+# qtextSMTP = %d32-33 / %d35-91 / %d93-126
+_QTEXT = "".join(chr(c) for c in range(32, 127) if c not in (34, 92))
+# quoted-pairSMTP = %d92 %d32-126: the escaped character
+_QPAIR = "".join(chr(c) for c in range(32, 127))
+# dcontent = %d33-90 / %d94-126
+_DCONTENT = "".join(chr(c) for c in range(33, 127) if c not in (91, 92, 93))
+# esmtp-value = 1*(%d33-60 / %d62-126)
+_VALUE = "".join(chr(c) for c in range(33, 127) if c != 61)
+# Printable ASCII for free-text arguments (NOOP, VRFY, HELP...).
+_PRINTABLE = "".join(chr(c) for c in range(32, 127))
+
+# UTF8-non-ascii (RFC 6531 §3.3).  C1 controls are left out: legal in the
+# grammar, but nothing useful to fuzz with and confusing in reports.
+_NON_ASCII = st.characters(codec="utf-8", min_codepoint=0xA0)
+
+
+def _alphabet(ascii_chars: str, utf8: bool) -> st.SearchStrategy[str]:
+    chars = st.sampled_from(ascii_chars)
+    return st.one_of(chars, _NON_ASCII) if utf8 else chars
+
+
+def _truncate(text: str, max_octets: int) -> str:
+    """Cut *text* (by characters) until it fits in *max_octets* octets."""
+    while octets(text) > max_octets:
+        text = text[:-1]
+    return text
+
+
+# -- domains and address literals ------------------------------------------
+
+
+@st.composite
+def _label(draw: st.DrawFn, utf8: bool) -> str:
+    let_dig = _alphabet(_LET_DIG, utf8)
+    first = draw(let_dig)
+    if draw(st.integers(0, 3)) == 0:
+        return first
+    middle = draw(st.text(alphabet=_alphabet(_LDH, utf8), max_size=12))
+    return first + middle + draw(let_dig)
+
+
+@st.composite
+def domains(draw: st.DrawFn, *, utf8: bool = False, max_octets: int = MAX_DOMAIN) -> str:
+    """Domain names (``Domain = sub-domain *("." sub-domain)``, §4.1.2).
+
+    Labels are letter-digit-hyphen strings that start and end with a letter
+    or digit; with ``utf8=True`` they may hold non-ASCII characters
+    (U-labels, RFC 6531 §3.3).  The name is at most *max_octets* octets of
+    UTF-8 (255 by default, §4.5.3.1.2); one draw in ten builds a long name of
+    63-character labels to probe that limit.
+    """
+    if draw(st.integers(0, 9)) == 0:
+        label = st.text(alphabet=_LET_DIG, min_size=63, max_size=63)
+        labels = draw(st.lists(label, min_size=1, max_size=5))
+    else:
+        labels = draw(st.lists(_label(utf8), min_size=1, max_size=4))
+    while len(labels) > 1 and octets(".".join(labels)) > max_octets:
+        labels.pop()
+    if octets(labels[0]) > max_octets:
+        # A single label over the budget: cut it, keeping a let-dig last.
+        labels[0] = _truncate(labels[0], max_octets).rstrip("-") or "a"
+    return ".".join(labels)
+
+
+def _ipv4(octet_values: Sequence[int], widths: Sequence[int]) -> str:
+    return ".".join(
+        str(value).zfill(max(width, len(str(value))))
+        for value, width in zip(octet_values, widths)
+    )
+
+
+_IPV4_TEXT = st.builds(
+    _ipv4,
+    st.lists(st.integers(0, 255), min_size=4, max_size=4),
+    # Snum = 1*3DIGIT: leading zeros are allowed by the grammar.
+    st.lists(st.sampled_from([1, 1, 1, 2, 3]), min_size=4, max_size=4),
+)
+
+
+@st.composite
+def _ipv6_literal(draw: st.DrawFn) -> str:
+    address = draw(st.ip_addresses(v=6))
+    form = draw(st.sampled_from(["compressed", "exploded", "mapped"]))
+    if form == "compressed":
+        text = str(address)  # runs of one zero group are never "::" here
+    elif form == "exploded":
+        text = address.exploded
+    else:
+        # IPv6v4-comp; no leading zeros here (RFC 4291 text forms).
+        parts = draw(st.lists(st.integers(0, 255), min_size=4, max_size=4))
+        text = "::ffff:" + ".".join(map(str, parts))
+    tag = draw(st.sampled_from(["IPv6", "IPv6", "ipv6", "IPV6"]))
+    return f"[{tag}:{text}]"
+
+
+@st.composite
+def _general_literal(draw: st.DrawFn) -> str:
+    tag_body = draw(st.text(alphabet=_LDH, max_size=8))
+    tag = tag_body + draw(st.sampled_from(_LET_DIG))
+    if tag.upper() == "IPV6":
+        tag = "X" + tag
+    content = draw(st.text(alphabet=_DCONTENT, min_size=1, max_size=24))
+    return f"[{tag}:{content}]"
+
+
+def address_literals() -> st.SearchStrategy[str]:
+    """Address literals (§4.1.3): ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``
+    and general ones ``[tag:content]``.
+
+    IPv4 parts are 0-255, sometimes with leading zeros (``Snum =
+    1*3DIGIT``); IPv6 addresses come compressed, exploded or IPv4-mapped;
+    general literals use a Standardized-tag other than ``IPv6`` and
+    ``dcontent`` (%d33-90 / %d94-126), which includes ``"`` and ``>``.
+    """
+    return st.one_of(
+        _IPV4_TEXT.map(lambda text: f"[{text}]"),
+        _ipv6_literal(),
+        _general_literal(),
+    )
+
+
+# -- local parts and mailboxes ---------------------------------------------
+
+
+@st.composite
+def _dot_strings(draw: st.DrawFn, utf8: bool, max_octets: int) -> str:
+    if draw(st.integers(0, 9)) == 0:
+        # Near the limit: one long atom.
+        atoms = [draw(st.text(alphabet=_ATEXT, min_size=max_octets - 8, max_size=max_octets))]
+    else:
+        atom = st.text(alphabet=_alphabet(_ATEXT, utf8), min_size=1, max_size=12)
+        atoms = draw(st.lists(atom, min_size=1, max_size=4))
+    while len(atoms) > 1 and octets(".".join(atoms)) > max_octets:
+        atoms.pop()
+    return _truncate(atoms[0], max_octets) if len(atoms) == 1 else ".".join(atoms)
+
+
+@st.composite
+def _quoted_strings(draw: st.DrawFn, utf8: bool, max_octets: int) -> str:
+    unit = st.one_of(
+        _alphabet(_QTEXT, utf8),
+        st.sampled_from(_QPAIR).map(lambda char: "\\" + char),
+    )
+    units = draw(st.lists(unit, max_size=16))
+    while octets("".join(units)) + 2 > max_octets:
+        units.pop()
+    return '"' + "".join(units) + '"'
+
+
+def local_parts(*, utf8: bool = False, max_octets: int = MAX_LOCAL_PART) -> st.SearchStrategy[str]:
+    """Local parts (§4.1.2): dot-strings (``a.b+c``) and quoted strings
+    (``"a b\\"c"``), at most *max_octets* octets of UTF-8 (64 by default,
+    §4.5.3.1.1).
+
+    Quoted strings use qtextSMTP and quoted-pairSMTP, so they may hold
+    spaces, ``@``, ``<``, ``>`` and escaped quotes.  With ``utf8=True``
+    atext and qtext also draw non-ASCII characters (RFC 6531 §3.3).
+    """
+    return st.one_of(_dot_strings(utf8, max_octets), _quoted_strings(utf8, max_octets))
+
+
+@st.composite
+def mailboxes(draw: st.DrawFn, *, utf8: bool = False) -> str:
+    """Mailboxes ``Local-part "@" ( Domain / address-literal )`` (§4.1.2).
+
+    Within every §4.5.3.1 limit: local part 64 octets, domain 255, and the
+    whole path ``<mailbox>`` 256 octets.  ``utf8=True`` allows non-ASCII in
+    the local part and domain (which then needs SMTPUTF8 on the wire).
+    """
+    local = draw(local_parts(utf8=utf8))
+    # Path = "<" Mailbox ">": the mailbox gets MAX_PATH - 2 octets.
+    budget = min(MAX_DOMAIN, MAX_PATH - 2 - octets(local) - 1)
+    domain = draw(st.one_of(domains(utf8=utf8, max_octets=budget), address_literals()))
+    return f"{local}@{domain}"
+
+
+_CONTROLS = [chr(c) for c in range(0, 32)] + ["\x7f"]
+
+_BAD_IPV6 = [
+    "1:2:3:4:5:6:7:8:9",
+    "1::2::3",
+    ":::",
+    "12345::",
+    "g::1",
+    "::1%eth0",
+    "1:2:3:4:5:6:7",
+    "1.2.3.4",
+    "",
+    "::ffff:256.1.1.1",
+    "1:2:3:4:5:6::1.2.3.4",
+]
+
+
+@st.composite
+def invalid_mailboxes(draw: st.DrawFn) -> str:
+    """Strings that break the mailbox grammar of §4.1.2 or its §4.5.3.1
+    limits, one rule at a time.
+
+    Kinds: no ``@``; empty local part or domain; leading, trailing or
+    doubled dots; unbalanced or misplaced quotes; a dangling backslash;
+    control characters (CR, LF, NUL among them) or spaces outside quotes;
+    bad domain labels (leading or trailing hyphen, empty label,
+    underscore); local part over 64 octets, domain over 255, whole path
+    over 256; IPv4 literals out of range or with the wrong number of parts;
+    malformed IPv6 literals; malformed general literals.  Every one is
+    refused by ``parse_reverse_path("<" + mailbox + ">")``; all but the
+    over-long path are refused by ``parse_mailbox`` too.
+    """
+    atom = st.text(alphabet=_ATEXT, min_size=1, max_size=8)
+    local = draw(atom)
+    domain = draw(domains(max_octets=60))
+    kind = draw(
+        st.sampled_from(
+            [
+                "no-at",
+                "empty-local",
+                "empty-domain",
+                "leading-dot",
+                "trailing-dot",
+                "double-dot",
+                "unbalanced-quote",
+                "misplaced-quote",
+                "dangling-backslash",
+                "control-in-local",
+                "control-in-quotes",
+                "control-in-domain",
+                "space-in-local",
+                "bad-label",
+                "long-local",
+                "long-domain",
+                "long-path",
+                "ipv4-range",
+                "ipv4-parts",
+                "ipv6",
+                "bad-literal",
+            ]
+        )
+    )
+    if kind == "no-at":
+        text = f"{local}.{domain}"
+        return text if text.lower() != "postmaster" else text + ".x"
+    if kind == "empty-local":
+        return f"@{domain}"
+    if kind == "empty-domain":
+        return f"{local}@"
+    if kind == "leading-dot":
+        return f".{local}@{domain}"
+    if kind == "trailing-dot":
+        return f"{local}.@{domain}"
+    if kind == "double-dot":
+        return f"{local}..{draw(atom)}@{domain}"
+    if kind == "unbalanced-quote":
+        body = draw(st.text(alphabet=_QTEXT.replace("@", ""), max_size=8))
+        return draw(st.sampled_from([f'"{body}@{domain}', f'{local}"@{domain}']))
+    if kind == "misplaced-quote":
+        return draw(
+            st.sampled_from([f'{local}"x"@{domain}', f'"{local}"x@{domain}', f'"a"."b"@{domain}'])
+        )
+    if kind == "dangling-backslash":
+        return draw(st.sampled_from([f'"{local}\\"@{domain}', f"{local}\\@{domain}"]))
+    if kind in ("control-in-local", "control-in-quotes", "control-in-domain"):
+        control = draw(st.sampled_from(_CONTROLS))
+        if kind == "control-in-domain":
+            at = draw(st.integers(0, len(domain)))
+            return f"{local}@{domain[:at]}{control}{domain[at:]}"
+        at = draw(st.integers(0, len(local)))
+        inner = f"{local[:at]}{control}{local[at:]}"
+        return f"{inner}@{domain}" if kind == "control-in-local" else f'"{inner}"@{domain}'
+    if kind == "space-in-local":
+        return f"{local} {draw(atom)}@{domain}"
+    if kind == "bad-label":
+        label = draw(st.sampled_from(["-a", "a-", "a_b", "", "a b", "a!b", "-"]))
+        return f"{local}@{domain}.{label}" if label else f"{local}@{domain}..x"
+    if kind == "long-local":
+        size = draw(st.integers(MAX_LOCAL_PART + 1, MAX_LOCAL_PART + 40))
+        return f"{'a' * size}@{domain}"
+    if kind == "long-domain":
+        labels = draw(st.integers(5, 8))
+        return f"{local}@" + ".".join(["d" * 63] * labels)
+    if kind == "long-path":
+        # Local part and domain each within their limits, the path not.
+        long_domain = ".".join(["d" * 63] * 3) + "." + "e" * 61  # 252 octets
+        return f"{'l' * draw(st.integers(4, MAX_LOCAL_PART))}@{long_domain}"
+    if kind == "ipv4-range":
+        parts = draw(st.lists(st.integers(0, 255), min_size=4, max_size=4))
+        parts[draw(st.integers(0, 3))] = draw(st.integers(256, 999))
+        return f"{local}@[{'.'.join(map(str, parts))}]"
+    if kind == "ipv4-parts":
+        count = draw(st.sampled_from([1, 2, 3, 5, 6]))
+        parts = draw(st.lists(st.integers(0, 255), min_size=count, max_size=count))
+        text = ".".join(map(str, parts))
+        return draw(st.sampled_from([f"{local}@[{text}]", f"{local}@[1234.{text}]"]))
+    if kind == "ipv6":
+        return f"{local}@[IPv6:{draw(st.sampled_from(_BAD_IPV6))}]"
+    # bad-literal
+    return draw(
+        st.sampled_from(
+            [
+                f"{local}@[]",
+                f"{local}@[1.2.3.4",
+                f"{local}@1.2.3.4]",
+                f"{local}@[x-:y]",
+                f"{local}@[:y]",
+                f"{local}@[x:]",
+                f"{local}@[x:a\\b]",
+                f"{local}@[x:a[b]",
+                f"{local}@[x:a b]",
+                f"{local}@[x:\u00e9]",
+            ]
+        )
+    )
+
+
+# -- parameters --------------------------------------------------------------
+
+
+@st.composite
+def esmtp_parameters(draw: st.DrawFn, *, max_size: int = 4) -> dict[str, str | None]:
+    """Syntactically valid MAIL/RCPT parameters (§4.1.2).
+
+    ``esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`` mapped to an
+    ``esmtp-value`` (%d33-60 / %d62-126) or ``None`` for a bare keyword.
+    Keywords are unique case-insensitively and come in mixed case.  They
+    are not necessarily parameters any server implements: a server core
+    answers the unknown ones with 555 (§4.1.1.11).
+    """
+    keyword = st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from(_LET_DIG),
+        st.text(alphabet=_LDH, max_size=10),
+    )
+    value = st.one_of(st.none(), st.text(alphabet=_VALUE, min_size=1, max_size=20))
+    items = draw(st.lists(st.tuples(keyword, value), max_size=max_size))
+    params: dict[str, str | None] = {}
+    seen: set[str] = set()
+    for key, val in items:
+        if key.upper() not in seen:
+            seen.add(key.upper())
+            params[key] = val
+    return params
+
+
+def _maybe_lower(key: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([key, key, key.lower()])
+
+
+@st.composite
+def mail_parameters(
+    draw: st.DrawFn, *, max_size: int = 0, smtputf8: bool | None = None
+) -> dict[str, str | None]:
+    """MAIL parameters of the extensions smtpproto implements, with valid
+    values: ``SIZE=n`` (at most *max_size* when given, RFC 1870),
+    ``BODY=7BIT|8BITMIME`` (RFC 6152), ``SMTPUTF8`` (RFC 6531),
+    ``RET=FULL|HDRS`` and ``ENVID=xtext`` (RFC 3461).
+
+    ``smtputf8=True`` always includes SMTPUTF8, ``False`` never does,
+    ``None`` sometimes does.  A server offering those extensions accepts
+    every result.
+    """
+    params: dict[str, str | None] = {}
+    if draw(st.booleans()):
+        limit = max_size if max_size > 0 else 10**9
+        params[draw(_maybe_lower("SIZE"))] = str(draw(st.integers(0, limit)))
+    if draw(st.booleans()):
+        params[draw(_maybe_lower("BODY"))] = draw(st.sampled_from(["7BIT", "8BITMIME", "8bitmime"]))
+    if smtputf8 or (smtputf8 is None and draw(st.booleans())):
+        params[draw(_maybe_lower("SMTPUTF8"))] = None
+    if draw(st.booleans()):
+        params[draw(_maybe_lower("RET"))] = draw(st.sampled_from(["FULL", "HDRS", "hdrs"]))
+    if draw(st.booleans()):
+        envid = draw(st.text(alphabet=_QPAIR[1:], min_size=1, max_size=30))
+        params[draw(_maybe_lower("ENVID"))] = xtext_encode(envid)
+    return params
+
+
+@st.composite
+def rcpt_parameters(draw: st.DrawFn) -> dict[str, str | None]:
+    """RCPT parameters of the DSN extension (RFC 3461) with valid values:
+    ``NOTIFY=NEVER`` or a list of SUCCESS, FAILURE, DELAY, and
+    ``ORCPT=addr-type;xtext``."""
+    params: dict[str, str | None] = {}
+    if draw(st.booleans()):
+        notify = draw(
+            st.one_of(
+                st.just(["NEVER"]),
+                st.lists(st.sampled_from(["SUCCESS", "FAILURE", "DELAY"]), min_size=1, unique=True),
+            )
+        )
+        params[draw(_maybe_lower("NOTIFY"))] = ",".join(notify)
+    if draw(st.booleans()):
+        address = draw(st.text(alphabet=_ATEXT, min_size=1, max_size=20)) + "@example.org"
+        kind = draw(st.sampled_from(["rfc822", "RFC822", "utf-8"]))
+        params[draw(_maybe_lower("ORCPT"))] = f"{kind};{xtext_encode(address)}"
+    return params
+
+
+# -- commands and replies ----------------------------------------------------
+
+
+def _free_text(min_size: int = 0) -> st.SearchStrategy[str]:
+    """Command argument text: printable ASCII and some non-ASCII, never
+    control characters (which a server refuses, §4.1.1), and not only
+    spaces when an argument is required."""
+    alphabet = st.one_of(st.sampled_from(_PRINTABLE), _NON_ASCII)
+    text = st.text(alphabet=alphabet, min_size=min_size, max_size=30)
+    if min_size:
+        text = text.filter(lambda value: value.strip(" ") != "")
+    return text
+
+
+_HELLO_NAMES = st.one_of(domains(max_octets=64), address_literals())
+
+
+def _unknown_verbs() -> st.SearchStrategy[str]:
+    verb = st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from(_LET_DIG),
+        st.text(alphabet=_LDH, max_size=8),
+    )
+    return verb.filter(lambda name: name.upper() not in _KNOWN_VERBS)
+
+
+def _command_strategy(kind: type[Command]) -> st.SearchStrategy[Command]:
+    if kind is Ehlo:
+        return st.builds(Ehlo, domain=_HELLO_NAMES)
+    if kind is Helo:
+        return st.builds(Helo, domain=_HELLO_NAMES)
+    if kind is Mail:
+        return st.builds(
+            Mail,
+            reverse_path=st.one_of(st.just(""), mailboxes()),
+            parameters=esmtp_parameters(),
+        )
+    if kind is Rcpt:
+        forward = st.one_of(
+            mailboxes(), st.sampled_from(["Postmaster", "postmaster", "POSTMASTER"])
+        )
+        return st.builds(Rcpt, forward_path=forward, parameters=esmtp_parameters())
+    if kind is Noop:
+        return st.builds(Noop, text=_free_text())
+    if kind is Vrfy:
+        return st.builds(Vrfy, text=_free_text(1))
+    if kind is Expn:
+        return st.builds(Expn, text=_free_text(1))
+    if kind is Help:
+        return st.builds(Help, topic=_free_text())
+    if kind is UnknownCommand:
+        return st.builds(UnknownCommand, name=_unknown_verbs(), argument=_free_text())
+    if kind in (Data, Rset, Quit):
+        return st.just(kind())
+    raise ValueError(f"not a command type: {kind!r}")
+
+
+def commands(kinds: Iterable[type[Command]] | None = None) -> st.SearchStrategy[Command]:
+    """Client command events with valid arguments.
+
+    EHLO/HELO with a domain or address literal, MAIL with a mailbox or the
+    null path and syntactically valid parameters, RCPT with a mailbox or
+    Postmaster, DATA, RSET, NOOP, VRFY, EXPN, HELP, QUIT, and
+    ``UnknownCommand`` with a verb the core does not know.  Free-text
+    arguments hold no control characters, so a server parses each command
+    back to an equal event.  *kinds* limits the command types drawn.
+    """
+    chosen = tuple(kinds) if kinds is not None else COMMAND_TYPES
+    return st.one_of([_command_strategy(kind) for kind in chosen])
+
+
+def command_lines() -> st.SearchStrategy[bytes]:
+    """Raw command lines, as bytes: well-formed ones from :func:`commands`
+    (ending in CRLF), the same lines mutated by :func:`mutated_bytes`, and
+    junk (a verb-like word followed by arbitrary octets and a line end).
+    """
+    valid = commands().map(format_command)
+    junk = st.builds(
+        lambda verb, argument, end: verb + b" " + argument + end,
+        st.sampled_from([b"MAIL", b"RCPT", b"EHLO", b"DATA", b"mail from:", b"X"]),
+        st.binary(max_size=40),
+        st.sampled_from([b"\r\n", b"\n", b"\r", b""]),
+    )
+    return st.one_of(valid, mutated_bytes(valid), junk)
+
+
+_ENHANCED_LOOKALIKE = tuple(f"{digit}." for digit in "245")
+
+
+@st.composite
+def replies(draw: st.DrawFn, *, max_lines: int = 4) -> Reply:
+    """Valid :class:`~smtpproto.Reply` events (§4.2).
+
+    Codes 200-559 whose second digit is 0-5; an RFC 3463 enhanced code
+    (class equal to the first digit, so never on 3xx) or none; 1 to
+    *max_lines* text lines without CR, LF or NUL.  Without an enhanced code
+    the first line never starts like one (``"2."``), so the reply reads back
+    equal from the wire.
+    """
+    first = draw(st.integers(2, 5))
+    code = first * 100 + draw(st.integers(0, 5)) * 10 + draw(st.integers(0, 9))
+    enhanced = None
+    if first != 3 and draw(st.booleans()):
+        subject = draw(st.integers(0, 999))
+        detail = draw(st.integers(0, 999))
+        enhanced = f"{first}.{subject}.{detail}"
+    line = st.text(
+        alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=40
+    )
+    text = draw(st.lists(line, min_size=1, max_size=max_lines))
+    if enhanced is None and text[0].startswith(_ENHANCED_LOOKALIKE):
+        text[0] = "x" + text[0]
+    return Reply(code=code, text=tuple(text), enhanced=enhanced)
+
+
+# -- message content ------------------------------------------------------------
+
+_HOSTILE = [
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b".",
+    b"..",
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"\r\n..\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r\n.\r",
+    b"\r\n.",
+    b"\r\r\n",
+    b"\n\r",
+    b"\x00",
+    b".\x00",
+    b"\r\n.\x00\r\n",
+    b"\r\n\x00.\r\n",
+    b"\r\n\r\n",
+]
+
+_WORDS = st.text(alphabet=_PRINTABLE, max_size=30).map(lambda text: text.encode("ascii"))
+
+
+def _break_long_lines(body: bytes, limit: int) -> bytes:
+    """Insert CRLF into every run of more than *limit* octets without CR/LF."""
+    out = bytearray()
+    run = 0
+    for byte in body:
+        if byte in (0x0D, 0x0A):
+            run = 0
+        elif run == limit:
+            out += b"\r\n"
+            run = 1
+        else:
+            run += 1
+        out.append(byte)
+    return bytes(out)
+
+
+@st.composite
+def message_bodies(
+    draw: st.DrawFn, *, eight_bit: bool = True, max_line_length: int | None = 1000
+) -> bytes:
+    """Message content with hostile line endings, as a client would pass it.
+
+    Bodies are assembled from pieces: bare CR, bare LF, CRLF, lines that are
+    just ``.``, dots at line starts, ``CRLF.CRLF`` and its smuggling cousins
+    (``LF.LF``, ``CR.CR``, ``LF.CRLF``...) inside, NUL, plain words and, with
+    *eight_bit*, arbitrary octets.  They may be empty or lack a final line
+    end.  With *max_line_length* (CRLF included, §4.5.3.1.6) no line is
+    longer once bare CR and LF count as line ends, so a client core with
+    that limit accepts every body.
+    """
+    pieces: list[st.SearchStrategy[bytes]] = [st.sampled_from(_HOSTILE), _WORDS]
+    if eight_bit:
+        pieces.append(st.binary(max_size=16))
+    if max_line_length is not None:
+        longest = max_line_length - 2
+        pieces.append(st.integers(max(longest - 8, 1), longest).map(lambda size: b"L" * size))
+    body = b"".join(draw(st.lists(st.one_of(pieces), max_size=24)))
+    if max_line_length is not None:
+        body = _break_long_lines(body, max_line_length - 2)
+    return body
+
+
+def split_points(length: int) -> st.SearchStrategy[list[int]]:
+    """Sorted, distinct offsets in ``1 .. length-1`` at which to split a
+    buffer of *length* octets: none, a few, or every one (one byte at a
+    time)."""
+    if length <= 1:
+        return st.just([])
+    return st.one_of(
+        st.just([]),
+        st.lists(st.integers(1, length - 1), unique=True, max_size=12).map(sorted),
+        st.just(list(range(1, length))),
+    )
+
+
+def _split(data: bytes, points: Sequence[int]) -> list[bytes]:
+    bounds = [0, *points, len(data)]
+    return [data[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def chunkings(data: bytes) -> st.SearchStrategy[list[bytes]]:
+    """Ways to cut *data* into non-empty chunks that join back to it (an
+    empty *data* gives ``[]``).  Use it for both ``MessageData`` chunks and
+    ``receive_data`` calls."""
+    if not data:
+        return st.just([])
+    return split_points(len(data)).map(lambda points: _split(data, points))
+
+
+# -- sessions ------------------------------------------------------------------
+
+
+@st.composite
+def _transaction(draw: st.DrawFn, utf8: bool, abort: bool) -> list[Event]:
+    use_utf8 = utf8 and draw(st.booleans())
+    params = draw(mail_parameters(max_size=1_000_000, smtputf8=True if use_utf8 else None))
+    reverse_path = draw(st.one_of(st.just(""), mailboxes(utf8=use_utf8)))
+    recipient = st.one_of(mailboxes(utf8=use_utf8), st.just("Postmaster"))
+    events: list[Event] = [
+        Rcpt(forward_path=forward, parameters=draw(rcpt_parameters()))
+        for forward in draw(st.lists(recipient, min_size=0 if abort else 1, max_size=3))
+    ]
+    if abort:
+        events.append(Rset())
+    else:
+        body = draw(message_bodies())
+        if not body.isascii():
+            # RFC 6152 §3: 8-bit content needs BODY=8BITMIME on MAIL.
+            params = {key: value for key, value in params.items() if key.upper() != "BODY"}
+            params["BODY"] = "8BITMIME"
+        events.append(Data())
+        events.extend(MessageData(data=chunk) for chunk in draw(chunkings(body)))
+        events.append(EndOfMessage())
+    return [Mail(reverse_path=reverse_path, parameters=params), *events]
+
+
+@st.composite
+def sessions(draw: st.DrawFn, *, utf8: bool = False, max_steps: int = 4) -> list[Event]:
+    """A valid client session as a list of client events.
+
+    EHLO first, then up to *max_steps* steps among mail transactions (MAIL
+    with extension parameters, 1-3 RCPT, DATA, the body of
+    :func:`message_bodies` as ``MessageData`` chunks, ``EndOfMessage``),
+    transactions aborted with RSET, RSET, NOOP, HELP, VRFY and a second EHLO;
+    QUIT at the end or not.  A server core offering PIPELINING, SIZE,
+    8BITMIME, SMTPUTF8 and DSN with its default limits accepts every
+    command, so each event may be sent after the previous one's reply.
+    With ``utf8=True`` transactions may use non-ASCII addresses (and then
+    declare SMTPUTF8).
+    """
+    events: list[Event] = [Ehlo(domain=draw(_HELLO_NAMES))]
+    steps = ["transaction", "transaction", "aborted", "rset", "noop", "help", "vrfy", "ehlo"]
+    for step in draw(st.lists(st.sampled_from(steps), max_size=max_steps)):
+        if step == "transaction" or step == "aborted":
+            events.extend(draw(_transaction(utf8, step == "aborted")))
+        elif step == "rset":
+            events.append(Rset())
+        elif step == "noop":
+            events.append(draw(_command_strategy(Noop)))
+        elif step == "help":
+            events.append(draw(_command_strategy(Help)))
+        elif step == "vrfy":
+            events.append(draw(_command_strategy(Vrfy)))
+        else:
+            events.append(Ehlo(domain=draw(_HELLO_NAMES)))
+    if draw(st.booleans()):
+        events.append(Quit())
+    return events
+
+
+def session_transcripts(*, utf8: bool = False) -> st.SearchStrategy[bytes]:
+    """The client's side of a valid session as wire bytes: :func:`sessions`
+    passed through :func:`transcribe`.  Feed the result, or
+    :func:`mutated_bytes` of it, to a server under test."""
+    return sessions(utf8=utf8).map(transcribe)
+
+
+def transcribe(events: Sequence[Event]) -> bytes:
+    """The bytes a real :class:`~smtpproto.ClientConnection` sends for the
+    client *events* (commands, dot-stuffed content, end of data), as
+    produced by :func:`sessions`.
+
+    The client is told the server offers PIPELINING, SIZE, 8BITMIME,
+    SMTPUTF8 and DSN, and every command is assumed to succeed.  Raises
+    ``LocalProtocolError`` for events that are not a valid session.
+    """
+    client = ClientConnection()
+    greeting = b"220 test.example ESMTP\r\n"
+    ehlo_reply = (
+        b"250-test.example\r\n250-PIPELINING\r\n250-SIZE 0\r\n250-8BITMIME\r\n"
+        b"250-SMTPUTF8\r\n250 DSN\r\n"
+    )
+    client.receive_data(greeting)
+    client.next_event()
+    out = bytearray()
+    for event in events:
+        out += client.send(event)
+        if isinstance(event, MessageData):
+            continue
+        if isinstance(event, Ehlo):
+            reply = ehlo_reply
+        elif isinstance(event, Data):
+            reply = b"354 go ahead\r\n"
+        elif isinstance(event, Quit):
+            reply = b"221 bye\r\n"
+        else:
+            reply = b"250 ok\r\n"
+        client.receive_data(reply)
+        client.next_event()
+    return bytes(out)
+
+
+# -- mutations -------------------------------------------------------------------
+
+_SPECIAL = [
+    b"\r", b"\n", b"\r\n", b"\x00", b".", b"\r\n.", b"\r\n.\r\n", b"\n.\n", b"\r\n.\n", b"\xff"
+]
+
+
+@st.composite
+def mutated_bytes(
+    draw: st.DrawFn, data: bytes | st.SearchStrategy[bytes], *, max_mutations: int = 4
+) -> bytes:
+    """*data* (bytes, or a strategy drawing them) after 1 to
+    *max_mutations* random edits: flip a bit, insert random octets, delete a
+    run, duplicate a run, or insert a line-ending or stuffing trap (CR, LF,
+    CRLF, NUL, ``.``, ``CRLF.``, ``CRLF.CRLF``, ``LF.LF``...).  An edit may
+    leave the data unchanged (deleting at the end, say).
+    """
+    base = draw(data) if isinstance(data, st.SearchStrategy) else bytes(data)
+    buf = bytearray(base)
+    for _ in range(draw(st.integers(1, max_mutations))):
+        operation = draw(st.sampled_from(["flip", "insert", "delete", "duplicate", "special"]))
+        position = draw(st.integers(0, len(buf)))
+        if operation == "flip":
+            if buf:
+                index = min(position, len(buf) - 1)
+                buf[index] ^= 1 << draw(st.integers(0, 7))
+        elif operation == "insert":
+            buf[position:position] = draw(st.binary(min_size=1, max_size=4))
+        elif operation == "delete":
+            end = draw(st.integers(position, min(len(buf), position + 8)))
+            del buf[position:end]
+        elif operation == "duplicate":
+            end = draw(st.integers(position, min(len(buf), position + 32)))
+            buf[position:position] = buf[position:end]
+        else:
+            buf[position:position] = draw(st.sampled_from(_SPECIAL))
+    return bytes(buf)
