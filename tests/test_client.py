@@ -331,7 +331,7 @@ def test_parameter_value_checked() -> None:
     client = ready()
     with pytest.raises(LocalProtocolError, match="SIZE needs a decimal number"):
         client.send(Mail(reverse_path="a@example.org", parameters={"SIZE": "big"}))
-    with pytest.raises(LocalProtocolError, match="BODY must be 7BIT or 8BITMIME"):
+    with pytest.raises(LocalProtocolError, match="BODY must be 7BIT, 8BITMIME or BINARYMIME"):
         client.send(Mail(reverse_path="a@example.org", parameters={"BODY": "9BIT"}))
 
 
