@@ -1,0 +1,371 @@
+# Theory of operation
+# -------------------
+# ``ServerSession.run()`` is one server connection, written once as a
+# generator flow (see ``_actions``) over a ``ServerConnection``.  It turns
+# the core's events into calls on the application's ``Handler`` (yielded
+# as ``Call`` actions, so an async adapter can await coroutine hooks) and
+# the handler's answers into replies:
+#
+#   connect -> greeting          EHLO/HELO/LHLO -> ehlo      MAIL -> mail
+#   RCPT -> rcpt                 DATA/BDAT content -> message_data (streaming)
+#   end of data -> message       AUTH verification -> auth   VRFY -> vrfy
+#   RSET -> rset                 QUIT -> quit                end -> disconnect
+#
+# A hook returns a ``Reply`` or None (the core's usual reply), or raises
+# ``Reject(reply)``; any other exception is logged and answered 451 4.3.0.
+# A message counts as delivered only when ``message`` returned (a 2xx)
+# after the end of data: content that stops short (EOF, timeout, shutdown)
+# reaches no hook but ``disconnect``, and a streaming handler must commit
+# its staged data in ``message`` only.
+#
+# Replies are gathered and written in one Send when the input is drained
+# (RFC 2920 §3.2: "the server ... flushes when its input is drained").
+# Timeouts are the adapter's (each Receive carries one); a timeout,
+# ``Shutdown`` or a protocol error ends the session with 421 (or the
+# error's own reply), and the transport is closed.
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .. import _replies as R
+from .._connection import NEED_DATA, PAUSED
+from .._errors import RemoteProtocolError
+from .._esmtp_events import Auth, AuthResponse, Bdat, Lhlo, ProxyHeader, Xclient
+from .._events import (
+    ConnectionClosed,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Helo,
+    Mail,
+    MessageData,
+    MessageRejected,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    Vrfy,
+)
+from .._server import ServerConnection
+from .._server_config import ServerConfig
+from .._state import State
+from ._actions import Call, Close, Flow, Receive, Send, Shutdown, StartTLS
+
+__all__ = ["Session", "Envelope", "Handler", "Reject", "ServerTimeouts", "ServerSession"]
+
+log = logging.getLogger("smtpproto")
+
+LOCAL_ERROR = R.rejection(451, "4.3.0", "Local error in processing, try again later")
+TIMED_OUT = R.rejection(421, "4.4.2", "Timeout, closing connection")
+
+
+@dataclass
+class Session:
+    """What a handler knows about the connection it serves."""
+
+    #: The peer's address as the adapter gave it (or the PROXY/XCLIENT one).
+    peer: Any = None
+    #: True once the connection is encrypted.
+    tls: bool = False
+    #: The authenticated identity, once AUTH succeeded.
+    auth_identity: str | None = None
+    #: The name given in EHLO/HELO/LHLO.
+    ehlo_name: str | None = None
+    #: The PROXY protocol header, when one was read.
+    proxy: ProxyHeader | None = None
+    #: Free room for the application's own per-connection state.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Envelope:
+    """One mail transaction as the server received it."""
+
+    #: The MAIL command (reverse-path and parameters).
+    mail: Mail
+    #: The accepted RCPT commands, in order.
+    recipients: list[Rcpt]
+    #: The content as received (unstuffed; line ends as sent), or None for
+    #: a streaming handler, which got it through ``message_data``.
+    content: bytes | None = None
+
+    @property
+    def sender(self) -> str:
+        """The reverse-path (``""`` for ``<>``)."""
+        return self.mail.reverse_path
+
+    @property
+    def recipient_addresses(self) -> list[str]:
+        """The forward-paths of the accepted recipients."""
+        return [rcpt.forward_path for rcpt in self.recipients]
+
+
+class Reject(Exception):
+    """Raise from a hook to answer with *reply*."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"{reply.code} {reply.message}")
+        #: The reply to send.
+        self.reply = reply
+
+
+class Handler:
+    """The application side of a server.  Override the hooks you need;
+    each gets the :class:`Session` and may return a :class:`Reply`, None
+    for the usual reply, or raise :class:`Reject`.  In the async adapters a
+    hook may be a coroutine function.
+
+    The defaults accept every sender and recipient, accept and drop
+    messages, answer VRFY with 252, and refuse every AUTH (AUTH is not
+    offered unless :meth:`auth` is overridden).
+    """
+
+    #: Hand the content to :meth:`message_data` in chunks as it arrives,
+    #: instead of whole to :meth:`message`.
+    streaming: bool = False
+
+    def connect(self, session: Session) -> Reply | None:
+        """A client connected; return a greeting (554 refuses the session)."""
+        return None
+
+    def ehlo(self, session: Session, name: str) -> Reply | None:
+        """EHLO, HELO or LHLO with the client's *name*."""
+        return None
+
+    def mail(self, session: Session, mail: Mail) -> Reply | None:
+        """MAIL FROM, already checked against the grammar and extensions."""
+        return None
+
+    def rcpt(self, session: Session, rcpt: Rcpt) -> Reply | None:
+        """RCPT TO, already checked against the grammar and extensions."""
+        return None
+
+    def message_data(self, session: Session, chunk: bytes) -> None:
+        """A chunk of content (streaming handlers only)."""
+
+    def message(self, session: Session, envelope: Envelope) -> Reply | Sequence[Reply] | None:
+        """The message is complete.  Return its reply; an LMTP server may
+        return one reply per recipient, in order."""
+        return None
+
+    def auth(self, session: Session, request: object) -> object:
+        """Answer a SASL verification request (``smtpproto.sasl``
+        ``CheckPassword`` -> bool, ``LookupPassword`` -> str or None,
+        ``LookupScram`` -> ``ScramCredentials`` or None, ``CheckToken`` ->
+        bool).  The default refuses everybody."""
+        return None
+
+    def vrfy(self, session: Session, text: str) -> Reply | None:
+        """VRFY *text*; the default is 252 (RFC 5321 §3.5.3)."""
+        return None
+
+    def rset(self, session: Session) -> None:
+        """The transaction was reset (RSET)."""
+
+    def quit(self, session: Session) -> None:
+        """The client said QUIT."""
+
+    def disconnect(self, session: Session) -> None:
+        """The connection is over (always called last)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerTimeouts:
+    """Seconds a server waits for the client (RFC 5321 §4.5.3.2: at least
+    five minutes per command)."""
+
+    command: float = 300.0
+    data: float = 300.0
+
+
+def offers_auth(handler: Handler) -> bool:
+    """True when *handler* overrides :meth:`Handler.auth`."""
+    return type(handler).auth is not Handler.auth
+
+
+class ServerSession:
+    """The server side of one connection, as a flow (:meth:`run`)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: ServerConfig | None = None,
+        *,
+        peer: Any = None,
+        tls: bool = False,
+        trusted: bool = False,
+        timeouts: ServerTimeouts | None = None,
+    ) -> None:
+        self.handler = handler
+        config = config if config is not None else ServerConfig()
+        if config.auth_mechanisms and not offers_auth(handler):
+            # No verifier, no AUTH advertised.
+            config = replace(config, auth_mechanisms=(), require_auth=False)
+        self.conn = ServerConnection(config, tls=tls, trusted=trusted)
+        self.session = Session(peer=peer, tls=tls)
+        self.timeouts = timeouts or ServerTimeouts()
+        self._out = bytearray()
+        self._chunks: list[bytes] = []
+        #: Messages this session delivered (a 2xx after their end of data).
+        self.delivered = 0
+
+    def _flush(self) -> Flow[None]:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            yield Send(data, self.timeouts.command)
+
+    def _reply(self, reply: Reply) -> None:
+        self._out += self.conn.send(reply)
+
+    def _call(self, hook: str, *args: Any) -> Flow[Any]:
+        try:
+            return (yield Call(hook, (self.session, *args)))
+        except Reject as exc:
+            return exc.reply
+        except Exception:  # noqa: BLE001 - the application's failure is a 451, not a crash
+            log.exception("smtpproto: the %s hook failed", hook)
+            return LOCAL_ERROR
+
+    def run(self) -> Flow[None]:
+        """Serve the connection until it ends; close it."""
+        conn = self.conn
+        try:
+            yield from self._serve()
+        except RemoteProtocolError as exc:
+            log.debug("smtpproto: protocol error from %s: %s", self.session.peer, exc)
+            if exc.reply is not None and conn.state is State.ERROR:
+                self._reply(exc.reply)
+        except TimeoutError:
+            self._unprompted(TIMED_OUT)
+        except Shutdown:
+            self._unprompted(R.SHUTTING_DOWN)
+        except OSError as exc:
+            log.debug("smtpproto: connection from %s lost: %s", self.session.peer, exc)
+            self._out.clear()
+        try:
+            yield from self._flush()
+        except OSError:
+            pass
+        try:
+            yield Call("disconnect", (self.session,))
+        except Exception:  # noqa: BLE001
+            log.exception("smtpproto: the disconnect hook failed")
+        yield Close()
+
+    def _unprompted(self, reply: Reply) -> None:
+        if self.conn.state not in (State.CLOSED, State.ERROR):
+            self._reply(reply)
+
+    def _serve(self) -> Flow[None]:
+        conn = self.conn
+        timeout = self.timeouts.command
+        if conn.config.proxy_protocol:
+            header = yield from self._next_event(timeout)
+            if not isinstance(header, ProxyHeader):
+                return
+            self.session.proxy = header
+            if header.source is not None:
+                self.session.peer = (header.source, header.source_port)
+        greeting = yield from self._call("connect")
+        self._reply(greeting if isinstance(greeting, Reply) else conn.greeting())
+        while True:
+            wait = self.timeouts.data if conn.state in (State.DATA, State.BDAT) else timeout
+            event = yield from self._next_event(wait)
+            if isinstance(event, ConnectionClosed):
+                return
+            yield from self._handle(event)
+            if conn.state is State.TLS:
+                yield from self._flush()
+                yield StartTLS()
+                conn.tls_established()
+                self.session.tls = True
+                self.session.ehlo_name = None
+                self.session.auth_identity = None
+
+    def _next_event(self, timeout: float) -> Flow[Event]:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                yield from self._flush()
+                data = yield Receive(timeout)
+                conn.receive_data(data)
+                continue
+            assert event is not PAUSED, "every event is answered before the next"
+            assert isinstance(event, Event)
+            return event
+
+    def _handle(self, event: Event) -> Flow[None]:
+        conn = self.conn
+        session = self.session
+        if isinstance(event, MessageData):
+            if self.handler.streaming:
+                yield from self._call("message_data", event.data)
+            else:
+                self._chunks.append(event.data)
+            return
+        if isinstance(event, (Bdat, ProxyHeader)):
+            return  # answered after the chunk's octets / not a command
+        if isinstance(event, EndOfMessage):
+            yield from self._end_of_message()
+            return
+        if isinstance(event, MessageRejected):
+            self._chunks = []
+            for _ in range(conn.replies_due):
+                self._reply(event.reply)
+            return
+        answer: Any = None
+        if isinstance(event, (Ehlo, Helo, Lhlo)):
+            answer = yield from self._call("ehlo", event.domain)
+        elif isinstance(event, Mail):
+            self._chunks = []
+            answer = yield from self._call("mail", event)
+        elif isinstance(event, Rcpt):
+            answer = yield from self._call("rcpt", event)
+        elif isinstance(event, (Auth, AuthResponse)):
+            request = conn.auth_request
+            if request is not None:
+                verdict = yield from self._call("auth", request)
+                answer = verdict if isinstance(verdict, Reply) else conn.auth_reply(verdict)
+        elif isinstance(event, Vrfy):
+            answer = yield from self._call("vrfy", event.text)
+        elif isinstance(event, Rset):
+            self._chunks = []
+            yield from self._call("rset")
+        elif isinstance(event, Quit):
+            yield from self._call("quit")
+        elif isinstance(event, Xclient):
+            decoded = event.decoded()
+            if "ADDR" in decoded:
+                session.peer = (decoded["ADDR"], decoded.get("PORT"))
+        reply = answer if isinstance(answer, Reply) else conn.default_reply()
+        self._reply(reply)
+        if reply.is_success:
+            if isinstance(event, (Ehlo, Helo, Lhlo)):
+                session.ehlo_name = event.domain
+            elif isinstance(event, (Auth, AuthResponse)) and reply.code == 235:
+                session.auth_identity = conn.auth_identity
+
+    def _end_of_message(self) -> Flow[None]:
+        conn = self.conn
+        mail = conn.mail
+        assert mail is not None
+        content = None if self.handler.streaming else b"".join(self._chunks)
+        self._chunks = []
+        envelope = Envelope(mail=mail, recipients=list(conn.recipients), content=content)
+        answer = yield from self._call("message", envelope)
+        due = conn.replies_due
+        if isinstance(answer, Reply) or answer is None:
+            replies = [answer or conn.default_reply()] * due
+        else:
+            replies = list(answer)
+            if len(replies) != due:
+                log.error("smtpproto: message hook gave %d replies for %d recipients", len(replies), due)
+                replies = [LOCAL_ERROR] * due
+        if any(reply.is_success for reply in replies):
+            self.delivered += 1
+        for reply in replies:
+            self._reply(reply)

@@ -1,0 +1,375 @@
+"""Blocking sockets: a client, a threaded server, and a test helper.
+
+The adapter is a loop that performs the actions of a flow
+(:mod:`smtpproto.flows`) on a socket: send, receive with a timeout, wrap in
+TLS, call the handler, close.  There is no protocol logic here.
+
+>>> from smtpproto.sync import SMTPClient, ServerThread   # doctest: +SKIP
+>>> with ServerThread() as server, SMTPClient(*server.address) as client:
+...     client.send_message(b"Subject: hi\\r\\n\\r\\nhello\\r\\n", "a@example.org", ["b@example.org"])
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from email.message import Message
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._server_config import ServerConfig
+from .flows import (
+    Call,
+    ClientOptions,
+    ClientSession,
+    Close,
+    Flow,
+    Handler,
+    Receive,
+    Send,
+    SendResult,
+    ServerSession,
+    ServerTimeouts,
+    Shutdown,
+    StartTLS,
+    TLSMode,
+    errors,
+    prepare,
+)
+from .flows.message import DsnOptions
+
+__all__ = ["SMTPClient", "SMTPServer", "ServerThread", "default_helo_name"]
+
+log = logging.getLogger("smtpproto")
+T = TypeVar("T")
+# How often a blocked read looks at the server's shutdown flag.
+_POLL = 0.2
+
+
+def default_helo_name() -> str:
+    """This host's name, as the standard library knows it without DNS."""
+    name = socket.gethostname()
+    return name if name and all(c.isalnum() or c in "-." for c in name) else "localhost"
+
+
+class _Transport:
+    """A socket and the code that performs flow actions on it."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        server_side: bool = False,
+        stopping: threading.Event | None = None,
+        handler: Handler | None = None,
+    ) -> None:
+        self.sock = sock
+        self.ssl_context = ssl_context
+        self.server_side = server_side
+        self.stopping = stopping
+        self.handler = handler
+
+    def run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value, error = None, None
+            try:
+                value = self._do(action)
+            except Exception as exc:  # noqa: BLE001 - the flow decides
+                error = exc
+
+    def _do(self, action: object) -> Any:
+        if isinstance(action, Send):
+            self.sock.settimeout(action.timeout)
+            self.sock.sendall(action.data)
+        elif isinstance(action, Receive):
+            return self._receive(action)
+        elif isinstance(action, Call):
+            assert self.handler is not None
+            return getattr(self.handler, action.hook)(*action.args)
+        elif isinstance(action, StartTLS):
+            if self.ssl_context is None:
+                raise ssl.SSLError("STARTTLS without an SSL context")
+            self.sock.settimeout(30.0)
+            self.sock = self.ssl_context.wrap_socket(
+                self.sock, server_side=self.server_side, server_hostname=action.server_hostname
+            )
+        elif isinstance(action, Close):
+            self.close()
+        return None
+
+    def _receive(self, action: Receive) -> bytes:
+        if self.stopping is None or action.timeout is None:
+            self.sock.settimeout(action.timeout)
+            return self.sock.recv(action.size)
+        # A server read wakes up now and then to notice a shutdown.
+        left = action.timeout
+        while True:
+            if self.stopping.is_set():
+                raise Shutdown()
+            self.sock.settimeout(min(_POLL, left))
+            try:
+                return self.sock.recv(action.size)
+            except TimeoutError:
+                left -= _POLL
+                if left <= 0:
+                    raise
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class SMTPClient:
+    """A blocking SMTP (or LMTP) client for one connection.
+
+    ``connect()`` opens the session (greeting, EHLO, STARTTLS, AUTH),
+    ``send_message()`` sends one message and may be called again, and
+    ``quit()`` ends it; as a context manager it connects and quits.  Give
+    *unix_path* to connect to a Unix-domain socket (LMTP often listens on
+    one).
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 25,
+        *,
+        options: ClientOptions | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        unix_path: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.unix_path = unix_path
+        if options is None:
+            options = ClientOptions(helo_name=default_helo_name(), server_hostname=host)
+        self.options = options
+        needs_tls = options.tls is not TLSMode.NEVER
+        self.ssl_context = ssl_context or (ssl.create_default_context() if needs_tls else None)
+        self.session = ClientSession(options)
+        self._transport: _Transport | None = None
+
+    def connect(self) -> None:
+        """Connect and open the session."""
+        timeout = self.options.timeouts.connect
+        try:
+            if self.unix_path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(self.unix_path)
+            else:
+                sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            if self.options.tls is TLSMode.IMPLICIT:
+                assert self.ssl_context is not None
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.options.server_hostname)
+        except TimeoutError:
+            raise errors.Timeout(f"could not connect to {self.host}:{self.port}", step="connect") from None
+        except ssl.SSLError as exc:
+            raise errors.ProtocolFailure(f"TLS handshake failed: {exc}", step="connect") from None
+        except OSError as exc:
+            raise errors.Disconnected(f"could not connect to {self.host}:{self.port}: {exc}", step="connect") from None
+        self._transport = _Transport(sock, self.ssl_context)
+        self._run(self.session.open())
+
+    def _run(self, flow: Flow[T]) -> T:
+        if self._transport is None:
+            raise RuntimeError("connect() first")
+        try:
+            return self._transport.run(flow)
+        except errors.SMTPError:
+            if self.session.conn.state.name in ("CLOSED", "ERROR"):
+                self._transport.close()
+            raise
+
+    def send_message(
+        self,
+        message: Message | bytes | Iterable[bytes],
+        sender: str | None = None,
+        recipients: Iterable[str] | None = None,
+        *,
+        size: int | None = None,
+        eight_bit: bool | None = None,
+        smtputf8: bool | None = None,
+        requiretls: bool = False,
+        dsn: DsnOptions | None = None,
+    ) -> SendResult:
+        """Send one message; see :func:`smtpproto.flows.prepare` for the
+        forms *message* may take.  Raises :class:`smtpproto.flows.errors.SMTPError`."""
+        outgoing = prepare(
+            message, sender, recipients, size=size, eight_bit=eight_bit,
+            smtputf8=smtputf8, requiretls=requiretls, dsn=dsn,
+        )
+        return self._run(self.session.send(outgoing))
+
+    def quit(self) -> None:
+        """Say QUIT and close the connection."""
+        if self._transport is not None:
+            try:
+                self._transport.run(self.session.quit())
+            finally:
+                self._transport.close()
+                self._transport = None
+
+    def __enter__(self) -> SMTPClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.quit()
+
+
+class SMTPServer:
+    """A blocking SMTP server: one thread per connection.
+
+    *ssl_context* (a server context with a certificate) enables STARTTLS,
+    or TLS from the first byte with ``implicit_tls=True``.  At most
+    *max_connections* sessions run at once; others are answered 421.
+    :meth:`shutdown` gives open sessions 421 and waits for them, so a
+    message whose end of data was answered is never lost.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        config: ServerConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        max_connections: int = 100,
+        timeouts: ServerTimeouts | None = None,
+        trusted: Callable[[Any], bool] | None = None,
+        listener: socket.socket | None = None,
+        unix_path: str | None = None,
+    ) -> None:
+        self.handler = handler if handler is not None else Handler()
+        self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        self.timeouts = timeouts
+        self.trusted = trusted
+        self.max_connections = max_connections
+        if listener is not None:
+            self.listener = listener
+        elif unix_path is not None:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(unix_path)
+            self.listener.listen(128)
+        else:
+            self.listener = socket.create_server((host, port), backlog=128)
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> Any:
+        """The address the server listens on (host and the real port)."""
+        return self.listener.getsockname()
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown`."""
+        self.listener.settimeout(_POLL)
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            with self._lock:
+                busy = len(self._threads) >= self.max_connections
+                if not busy:
+                    thread = threading.Thread(target=self._serve, args=(sock, peer), daemon=True)
+                    self._threads.add(thread)
+            if busy:
+                self._refuse(sock)
+                continue
+            thread.start()
+
+    def _refuse(self, sock: socket.socket) -> None:
+        try:
+            sock.settimeout(1.0)
+            sock.sendall(b"421 4.3.2 Too many connections, try again later\r\n")
+        except OSError:
+            pass
+        sock.close()
+
+    def _serve(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            if self.implicit_tls:
+                assert self.ssl_context is not None
+                sock.settimeout(30.0)
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            trusted = bool(self.trusted and self.trusted(peer))
+            session = ServerSession(
+                self.handler, self.config, peer=peer, tls=self.implicit_tls,
+                trusted=trusted, timeouts=self.timeouts,
+            )
+            transport = _Transport(
+                sock, self.ssl_context, server_side=True, stopping=self._stopping,
+                handler=self.handler,
+            )
+            transport.run(session.run())
+        except OSError as exc:
+            log.debug("smtpproto: session with %s ended: %s", peer, exc)
+            sock.close()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, give open sessions 421, and wait for them."""
+        self._stopping.set()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+        self.listener.close()
+
+
+class ServerThread:
+    """Run an :class:`SMTPServer` in a background thread, for tests::
+
+        with ServerThread(MyHandler()) as server:
+            host, port = server.address
+            ...
+    """
+
+    def __init__(self, handler: Handler | None = None, **kwargs: Any) -> None:
+        self.server = SMTPServer(handler, **kwargs)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of the listening socket."""
+        host, port = self.server.address[:2]
+        return host, port
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.server.shutdown()
+        self._thread.join(10)
