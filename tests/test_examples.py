@@ -67,5 +67,68 @@ def test_selectors_example_with_smtplib(selectors_example: Any) -> None:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"selectors_server.py"}
+    tested = {"selectors_server.py", "send_sync.py", "custom_handler_server.py", "lmtp_delivery_agent.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested, "add a test for the new example"
+
+
+def load(name: str) -> dict[str, Any]:
+    return runpy.run_path(str(EXAMPLES / name))
+
+
+def test_send_sync_example() -> None:
+    from smtpproto.flows import Handler, TLSMode
+    from smtpproto.sync import ServerThread
+
+    got: list[Any] = []
+
+    class Keep(Handler):
+        def message(self, session: Any, envelope: Any) -> None:
+            got.append(envelope)
+
+    module = load("send_sync.py")
+    with ServerThread(Keep()) as server:
+        host, port = server.address
+        result = module["send"](host, port, "alice@example.org", ["bob@example.org"], TLSMode.NEVER)
+    assert result.accepted == ("bob@example.org",)
+    assert got[0].sender == "alice@example.org"
+    assert b"Sent with smtpproto.sync.SMTPClient." in got[0].content
+
+
+def test_custom_handler_example() -> None:
+    from smtpproto.flows import TLSMode, ClientOptions
+    from smtpproto.flows import errors
+    from smtpproto.sync import SMTPClient, ServerThread
+
+    module = load("custom_handler_server.py")
+    handler = module["OneDomainHandler"]()
+    options = ClientOptions(helo_name="client.example", tls=TLSMode.NEVER)
+    with ServerThread(handler) as server, SMTPClient(*server.address, options=options) as client:
+        result = client.send_message(
+            b"Subject: hello\r\n\r\nbody\r\n", "a@elsewhere.example", ["bob@example.org", "eve@evil.example"]
+        )
+        assert result.accepted == ("bob@example.org",)
+        assert result.refused["eve@evil.example"].code == 550
+        with pytest.raises(errors.MessageRefused) as info:
+            client.send_message(b"No-Subject: x\r\n\r\nbody\r\n", "a@elsewhere.example", ["bob@example.org"])
+        assert (info.value.reply.code, info.value.reply.enhanced) == (554, "5.6.0")
+    assert [e.recipient_addresses for e in handler.received] == [["bob@example.org"]]
+
+
+def test_lmtp_delivery_agent_example(tmp_path: Path) -> None:
+    module = load("lmtp_delivery_agent.py")
+    (tmp_path / "mail" / "bob").mkdir(parents=True)
+    path = str(tmp_path / "lmtp.sock")
+    server = module["serve"](path, tmp_path / "mail")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with smtplib.LMTP(path) as lmtp:
+            lmtp.ehlo("mx.example")
+            refused = lmtp.sendmail("a@example.org", ["bob@example.org", "nobody@example.org"],
+                                    b"Subject: lmtp\r\n\r\nhi\r\n")
+        assert list(refused) == ["nobody@example.org"] and refused["nobody@example.org"][0] == 550
+    finally:
+        server.shutdown()
+        thread.join(10)
+    stored = list((tmp_path / "mail" / "bob" / "new").iterdir())
+    assert len(stored) == 1 and stored[0].read_bytes() == b"Subject: lmtp\r\n\r\nhi\r\n"
