@@ -19,7 +19,8 @@ from smtpproto.sync import SMTPServer
 
 
 class MaildirAgent(Handler):
-    """Deliver into ``ROOT/<local part>/`` for every existing mailbox."""
+    """Deliver into the Maildir ``ROOT/<local part>/`` of every recipient
+    that has one; refuse the others."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -33,7 +34,7 @@ class MaildirAgent(Handler):
             if not local.isalnum() or not folder.is_dir():
                 replies.append(Reply(code=550, text=(f"<{recipient}> no such mailbox",), enhanced="5.1.1"))
                 continue
-            mailbox.Maildir(folder, create=True).add(envelope.content)
+            mailbox.Maildir(folder, create=False).add(envelope.content)
             replies.append(Reply(code=250, text=(f"<{recipient}> delivered",), enhanced="2.0.0"))
         return replies
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mailbox
 import runpy
 import smtplib
 import socket
@@ -116,7 +117,8 @@ def test_custom_handler_example() -> None:
 
 def test_lmtp_delivery_agent_example(tmp_path: Path) -> None:
     module = load("lmtp_delivery_agent.py")
-    (tmp_path / "mail" / "bob").mkdir(parents=True)
+    (tmp_path / "mail").mkdir()
+    mailbox.Maildir(tmp_path / "mail" / "bob", create=True)  # an existing mailbox
     path = str(tmp_path / "lmtp.sock")
     server = module["serve"](path, tmp_path / "mail")
     thread = threading.Thread(target=server.serve_forever)
