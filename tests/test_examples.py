@@ -116,6 +116,9 @@ def test_custom_handler_example() -> None:
 
 
 def test_lmtp_delivery_agent_example(tmp_path: Path) -> None:
+    from smtpproto.flows import ClientOptions, TLSMode
+    from smtpproto.sync import SMTPClient
+
     module = load("lmtp_delivery_agent.py")
     (tmp_path / "mail").mkdir()
     mailbox.Maildir(tmp_path / "mail" / "bob", create=True)  # an existing mailbox
@@ -124,13 +127,19 @@ def test_lmtp_delivery_agent_example(tmp_path: Path) -> None:
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
+        # smtplib's LMTP reads only the first reply after the data (it has no
+        # per-recipient replies), so it gets one recipient; ours gets two.
         with smtplib.LMTP(path) as lmtp:
             lmtp.ehlo("mx.example")
-            refused = lmtp.sendmail("a@example.org", ["bob@example.org", "nobody@example.org"],
-                                    b"Subject: lmtp\r\n\r\nhi\r\n")
-        assert list(refused) == ["nobody@example.org"] and refused["nobody@example.org"][0] == 550
+            assert lmtp.sendmail("a@example.org", ["bob@example.org"], b"Subject: one\r\n\r\nhi\r\n") == {}
+        options = ClientOptions(helo_name="mx.example", tls=TLSMode.NEVER, lmtp=True)
+        with SMTPClient(unix_path=path, options=options) as client:
+            result = client.send_message(b"Subject: two\r\n\r\nhi\r\n", "a@example.org",
+                                         ["bob@example.org", "nobody@example.org"])
+        assert result.accepted == ("bob@example.org",)
+        assert result.refused["nobody@example.org"].code == 550
     finally:
         server.shutdown()
         thread.join(10)
-    stored = list((tmp_path / "mail" / "bob" / "new").iterdir())
-    assert len(stored) == 1 and stored[0].read_bytes() == b"Subject: lmtp\r\n\r\nhi\r\n"
+    stored = sorted(p.read_bytes() for p in (tmp_path / "mail" / "bob" / "new").iterdir())
+    assert stored == [b"Subject: one\r\n\r\nhi\r\n", b"Subject: two\r\n\r\nhi\r\n"]
