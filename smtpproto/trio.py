@@ -1,0 +1,441 @@
+"""trio: an SMTP client and server on trio streams (the ``trio`` extra).
+
+The same API as :mod:`smtpproto.sync`, with ``await``.  The adapter is a
+loop that performs the actions of a flow (:mod:`smtpproto.flows`) on a
+trio stream: send and receive under ``trio.fail_after`` (an expiry is
+thrown into the flow as ``TimeoutError``), wrap the stream in
+``trio.SSLStream``, call (and await) the handler, close.  A broken or
+closed stream becomes a ``ConnectionError`` (or the ``ssl.SSLError``
+behind it).  There is no protocol logic here.
+
+TLS streams are opened ``https_compatible``, like the standard library's
+``suppress_ragged_eofs``: a peer that closes without a TLS close_notify is
+an end of file (SMTP's own framing shows whether anything was cut short).
+
+>>> async def main() -> None:                                 # doctest: +SKIP
+...     async with trio.open_nursery() as nursery:
+...         server = TrioSMTPServer()
+...         host, port = await nursery.start(server.serve)
+...         async with TrioSMTPClient(host, port) as client:
+...             await client.send_message(b"Subject: hi\\r\\n\\r\\nhi\\r\\n", "a@example.org", ["b@example.org"])
+...         server.shutdown()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import inspect
+import logging
+import math
+import os
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from email.message import Message
+from typing import Any, TypeVar
+
+# trio < 0.23 has no py.typed: to mypy its objects are Any.
+import trio  # type: ignore[import-untyped, unused-ignore]
+
+from ._server_config import ServerConfig
+from .flows import (
+    Call, ClientOptions, ClientSession, Close, Flow, Handler, Receive, Send, SendResult,
+    ServerSession, ServerTimeouts, Shutdown, StartTLS, TLSMode, errors, prepare,
+)
+from .flows.message import DsnOptions
+from .sync import default_helo_name
+
+__all__ = ["TrioSMTPClient", "TrioSMTPServer"]
+
+log = logging.getLogger("smtpproto")
+T = TypeVar("T")
+# Seconds a TLS handshake may take (as in the blocking adapter).
+_HANDSHAKE = 30.0
+# accept() failures that mean "out of resources, try again soon".
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
+
+
+@contextlib.contextmanager
+def _std_errors(what: str) -> Iterator[None]:
+    """trio's stream errors as the standard library's, which flows know:
+    ``TimeoutError``, and the ``OSError`` (``ssl.SSLError``...) behind a
+    broken stream or else a ``ConnectionError``."""
+    try:
+        yield
+    except trio.TooSlowError:
+        raise TimeoutError(f"{what} timed out") from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise exc.__cause__ from None
+        raise ConnectionError(str(exc) or "the connection is closed") from None
+
+
+@dataclass(eq=False)
+class _Transport:
+    """A trio stream and the code that performs flow actions on it."""
+
+    stream: Any
+    ssl_context: ssl.SSLContext | None
+    server_side: bool = False
+    handler: Handler | None = None
+    #: Asked before each read: is the server stopping?
+    stopping: Callable[[], bool] | None = None
+    #: trio time after which every read times out (the session timeout).
+    deadline: float = math.inf
+    #: The cancel scope of a read that a shutdown may interrupt.
+    reading: Any = None
+
+    async def run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    action = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                value, error = None, None
+                try:
+                    value = await self.perform(action)
+                except Exception as exc:  # noqa: BLE001 - the flow decides
+                    error = exc
+        finally:
+            flow.close()  # a cancelled run leaves no suspended flow behind
+
+    async def perform(self, action: object) -> Any:
+        if isinstance(action, Call):
+            assert self.handler is not None
+            result = getattr(self.handler, action.hook)(*action.args)
+            return (await result) if inspect.isawaitable(result) else result
+        with _std_errors(type(action).__name__):
+            if isinstance(action, Send):
+                with trio.fail_after(math.inf if action.timeout is None else action.timeout):
+                    await self.stream.send_all(action.data)
+            elif isinstance(action, Receive):
+                return await self._receive(action)
+            elif isinstance(action, StartTLS):
+                await self.start_tls(action.server_hostname)
+            elif isinstance(action, Close):
+                await self.stream.aclose()
+        return None
+
+    async def _receive(self, action: Receive) -> bytes:
+        timeout = math.inf if action.timeout is None else action.timeout
+        deadline = min(trio.current_time() + timeout, self.deadline)
+        if self.stopping is not None and self.stopping():
+            raise Shutdown()
+        with trio.CancelScope() as self.reading:
+            try:
+                with trio.fail_at(deadline):
+                    data: bytes = await self.stream.receive_some(action.size)
+                    return data
+            finally:
+                self.reading = None
+        raise Shutdown()  # only a shutdown cancels that scope
+
+    def interrupt(self) -> None:
+        """Throw ``Shutdown`` into the flow if it is waiting for input."""
+        if self.reading is not None:
+            self.reading.cancel()
+
+    async def start_tls(self, server_hostname: str | None = None) -> None:
+        if self.ssl_context is None:
+            raise ssl.SSLError("STARTTLS without an SSL context")
+        self.stream = trio.SSLStream(
+            self.stream,
+            self.ssl_context,
+            server_side=self.server_side,
+            server_hostname=None if self.server_side else server_hostname,
+            https_compatible=True,
+        )
+        with trio.fail_after(_HANDSHAKE):
+            await self.stream.do_handshake()
+
+    async def close(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+class TrioSMTPClient:
+    """An SMTP (or LMTP) client for one connection, on trio.
+
+    ``await connect()`` opens the session (greeting, EHLO, STARTTLS, AUTH),
+    ``await send_message()`` sends one message and may be called again,
+    and ``await quit()`` ends it; ``async with`` connects and quits.  Give
+    *unix_path* to connect to a Unix-domain socket (LMTP often listens on
+    one).  Failures are :class:`smtpproto.flows.errors.SMTPError`.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 25,
+        *,
+        options: ClientOptions | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        unix_path: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.unix_path = unix_path
+        if options is None:
+            options = ClientOptions(helo_name=default_helo_name(), server_hostname=host)
+        elif options.server_hostname is None:
+            # The certificate is checked against the host connected to.
+            options = replace(options, server_hostname=host)
+        self.options = options
+        needs_tls = options.tls is not TLSMode.NEVER
+        self.ssl_context = ssl_context or (ssl.create_default_context() if needs_tls else None)
+        self.session = ClientSession(options)
+        self._transport: _Transport | None = None
+
+    async def connect(self) -> None:
+        """Connect and open the session."""
+        where = self.unix_path or f"{self.host}:{self.port}"
+        transport = _Transport(None, self.ssl_context)
+        try:
+            with _std_errors("connect"), trio.fail_after(self.options.timeouts.connect):
+                try:
+                    if self.unix_path is not None:
+                        transport.stream = await trio.open_unix_socket(self.unix_path)
+                    else:
+                        transport.stream = await trio.open_tcp_stream(self.host, self.port)
+                    if self.options.tls is TLSMode.IMPLICIT:
+                        await transport.start_tls(self.options.server_hostname)
+                except BaseException:
+                    if transport.stream is not None:
+                        await transport.close()
+                    raise
+        except TimeoutError:
+            raise errors.Timeout(f"could not connect to {where}", step="connect") from None
+        except ssl.SSLError as exc:
+            raise errors.ProtocolFailure(f"TLS handshake failed: {exc}", step="connect") from None
+        except OSError as exc:
+            raise errors.Disconnected(f"could not connect to {where}: {exc}", step="connect") from None
+        self._transport = transport
+        try:
+            await self._run(self.session.open())
+        except BaseException:
+            # The flow ended the session; nothing of it may stay open.
+            self._transport = None
+            await transport.close()
+            raise
+
+    async def _run(self, flow: Flow[T]) -> T:
+        if self._transport is None:
+            raise RuntimeError("connect() first")
+        try:
+            return await self._transport.run(flow)
+        except errors.SMTPError:
+            if self.session.conn.state.name in ("CLOSED", "ERROR"):
+                await self._transport.close()
+            raise
+
+    async def send_message(
+        self,
+        message: Message | bytes | Iterable[bytes],
+        sender: str | None = None,
+        recipients: Iterable[str] | None = None,
+        *,
+        size: int | None = None,
+        eight_bit: bool | None = None,
+        smtputf8: bool | None = None,
+        requiretls: bool = False,
+        dsn: DsnOptions | None = None,
+    ) -> SendResult:
+        """Send one message; see :func:`smtpproto.flows.prepare` for the
+        forms *message* may take.  Raises :class:`smtpproto.flows.errors.SMTPError`."""
+        outgoing = prepare(
+            message, sender, recipients, size=size, eight_bit=eight_bit,
+            smtputf8=smtputf8, requiretls=requiretls, dsn=dsn,
+        )
+        return await self._run(self.session.send(outgoing))
+
+    async def quit(self) -> None:
+        """Say QUIT and close the connection."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            try:
+                await transport.run(self.session.quit())
+            finally:
+                await transport.close()
+
+    async def __aenter__(self) -> TrioSMTPClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.quit()
+
+
+class TrioSMTPServer:
+    """An SMTP server on trio: one task per connection.
+
+    Run it with ``await nursery.start(server.serve)`` (which returns the
+    listening address) and stop it with :meth:`shutdown`.  *ssl_context*
+    (a server context with a certificate) enables STARTTLS, or TLS from the
+    first byte with ``implicit_tls=True``.  At most *max_connections*
+    sessions run at once; others are answered 421.  Handler hooks may be
+    plain or ``async`` functions.  It listens on *sock* (a bound, listening
+    socket) when given, else on *unix_path* (a Unix-domain socket, removed
+    again at the end), else on *host* and *port*.  *session_timeout* bounds
+    a whole session in seconds (the client gets 421 4.4.2 at its next read).
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        config: ServerConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        max_connections: int = 100,
+        timeouts: ServerTimeouts | None = None,
+        trusted: Callable[[Any], bool] | None = None,
+        sock: socket.socket | None = None,
+        unix_path: str | None = None,
+        session_timeout: float | None = None,
+    ) -> None:
+        self.handler = handler if handler is not None else Handler()
+        self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
+        if ssl_context is None and (implicit_tls or self.config.starttls):
+            raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        self.max_connections = max_connections
+        self.timeouts = timeouts
+        self.trusted = trusted
+        self.sock = sock
+        self.unix_path = unix_path
+        self.session_timeout = session_timeout
+        self._listener: Any = None
+        self._address: Any = None
+        self._accepting: Any = None  # the accept loop's cancel scope
+        self._ended: Any = None  # a trio.Event set when a session ends
+        self._transports: set[_Transport] = set()
+        self._stopping = False
+        self._grace = 30.0
+
+    @property
+    def address(self) -> Any:
+        """``(host, port)`` the server listens on (the real port), or the
+        Unix socket's path; available once :meth:`serve` has started."""
+        if self._address is None:
+            raise RuntimeError("serve() has not started")
+        return self._address
+
+    def _bind(self) -> socket.socket:
+        if self.sock is not None:
+            return self.sock
+        if self.unix_path is None:
+            return socket.create_server((self.host, self.port), backlog=128)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.unix_path)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until :meth:`shutdown`; report the address to
+        ``task_status`` once listening (for ``nursery.start``)."""
+        own_unix = self.sock is None and self.unix_path is not None
+        sock = self._bind()
+        try:
+            name = sock.getsockname()
+            self._address = name if isinstance(name, str) else tuple(name[:2])
+            self._listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        except BaseException:
+            sock.close()
+            raise
+        self._ended = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(self.address)
+                with trio.CancelScope() as self._accepting:
+                    while not self._stopping:
+                        await self._accept(nursery)
+                await trio.aclose_forcefully(self._listener)
+                with trio.move_on_after(self._grace):
+                    while self._transports:
+                        self._ended = trio.Event()
+                        await self._ended.wait()
+                nursery.cancel_scope.cancel()  # sessions still running after the grace time
+        finally:
+            await trio.aclose_forcefully(self._listener)
+            if own_unix:
+                assert self.unix_path is not None
+                with contextlib.suppress(OSError):
+                    os.unlink(self.unix_path)
+
+    async def _accept(self, nursery: Any) -> None:
+        try:
+            stream = await self._listener.accept()
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_RETRY:
+                raise
+            log.error("smtpproto: accept failed: %s", exc)
+            await trio.sleep(0.1)
+            return
+        if len(self._transports) >= self.max_connections:
+            nursery.start_soon(self._refuse, stream)
+            return
+        deadline = math.inf if self.session_timeout is None else trio.current_time() + self.session_timeout
+        transport = _Transport(
+            stream, self.ssl_context, server_side=True, handler=self.handler,
+            stopping=lambda: self._stopping, deadline=deadline,
+        )
+        self._transports.add(transport)
+        nursery.start_soon(self._session, transport)
+
+    async def _refuse(self, stream: Any) -> None:
+        if not self.implicit_tls:  # a cleartext line means nothing to a TLS client
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.send_all(_TOO_MANY)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await trio.aclose_forcefully(stream)
+
+    async def _session(self, transport: _Transport) -> None:
+        try:
+            peer = transport.stream.socket.getpeername()
+        except OSError:
+            peer = None
+        try:
+            if self.implicit_tls:
+                await transport.perform(StartTLS())
+            session = ServerSession(
+                self.handler, self.config, peer=peer, tls=self.implicit_tls,
+                trusted=bool(self.trusted and self.trusted(peer)), timeouts=self.timeouts,
+            )
+            await transport.run(session.run())
+        except OSError as exc:
+            log.debug("smtpproto: session with %s ended: %s", peer, exc)
+        except Exception:  # noqa: BLE001 - one broken session must not stop the server
+            log.exception("smtpproto: session with %s failed", peer)
+        finally:
+            await transport.close()
+            self._transports.discard(transport)
+            self._ended.set()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting and give sessions waiting for input 421 (the
+        others at their next read); :meth:`serve` returns once they have
+        ended, cancelling any still running *timeout* seconds later.  Call
+        it from the trio thread (``trio.from_thread.run_sync`` elsewhere)."""
+        self._stopping = True
+        self._grace = timeout
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for transport in self._transports:
+            transport.interrupt()
