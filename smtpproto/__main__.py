@@ -1,121 +1,146 @@
-"""Command line: ``python -m smtpproto``.
+"""Command line: ``python -m smtpproto serve | send | demo``.
 
-``demo`` drives a client core and a server core against each other in
-memory and prints the SMTP transcript, showing the sans-I/O core at work
-with no sockets at all.
+Only the argument parsing lives here; the commands are in
+:mod:`smtpproto.cli`.  Exit status: 0 success, 1 permanent failure, 75
+temporary failure (``send``), 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from collections.abc import Sequence
-from email.message import EmailMessage
-from typing import TextIO
 
-from . import (
-    NEED_DATA,
-    PAUSED,
-    ClientConnection,
-    ConnectionClosed,
-    Data,
-    Ehlo,
-    EndOfMessage,
-    Event,
-    Mail,
-    MessageData,
-    Quit,
-    Rcpt,
-    Reply,
-    ServerConfig,
-    ServerConnection,
-    __version__,
-)
+from . import __version__
+from .cli import EXIT_USAGE, UsageError
+from .flows import TLSMode
 
-__all__ = ["main", "run_demo"]
+__all__ = ["main", "build_parser"]
 
 
-def _show(out: TextIO, prefix: str, data: bytes) -> None:
-    for line in data.decode("utf-8", "replace").splitlines():
-        print(f"{prefix} {line}", file=out)
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
-def _serve(server: ServerConnection, received: list[bytes]) -> bytes:
-    """Answer every event the server core has ready; return the reply bytes."""
-    out = bytearray()
-    while True:
-        event: Event | object = server.next_event()
-        if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
-            return bytes(out)
-        if isinstance(event, MessageData):
-            received.append(event.data)
-            continue
-        out += server.send(server.default_reply())
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run an SMTP or LMTP server that stores, prints or discards what it receives",
+        description="Run an SMTP (or LMTP) server until SIGTERM or SIGINT. It prints "
+        "'listening on HOST:PORT' when ready.",
+    )
+    where = serve.add_argument_group("listening")
+    where.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    where.add_argument("--port", type=int, default=8025, help="TCP port, 0 for any free one (default 8025)")
+    where.add_argument("--unix", metavar="PATH", help="listen on this Unix-domain socket instead")
+    where.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="N processes sharing the port (SO_REUSEPORT)")
+    where.add_argument("--backend", choices=("asyncio", "trio", "sync"), default="asyncio",
+                       help="the adapter to run on (default asyncio)")
+    where.add_argument("--max-connections", type=_positive_int, default=100, metavar="N",
+                       help="sessions at once per process; more get 421 (default 100)")
+    store = serve.add_argument_group("what to do with each message (choose one)")
+    sinks = store.add_mutually_exclusive_group(required=True)
+    sinks.add_argument("--maildir", metavar="DIR", help="one file per message in this Maildir")
+    sinks.add_argument("--mbox", metavar="FILE", help="append to this mbox file (mboxrd)")
+    sinks.add_argument("--print", action="store_true", help="write each message to standard output (mboxrd)")
+    sinks.add_argument("--discard", action="store_true", help="accept and drop every message")
+    smtp = serve.add_argument_group("protocol")
+    smtp.add_argument("--hostname", help="name in the greeting and Received: (default: this host's name)")
+    smtp.add_argument("--max-message-size", type=int, metavar="N", help="largest message in octets")
+    smtp.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033)")
+    tls = serve.add_argument_group("TLS and AUTH")
+    tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM); STARTTLS is offered")
+    tls.add_argument("--tls-key", metavar="FILE", help="private key (PEM), unless in --tls-cert")
+    tls.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465 style)")
+    tls.add_argument("--require-tls", action="store_true", help="refuse mail before STARTTLS (530)")
+    tls.add_argument("--auth-file", metavar="FILE", help="user:password lines; AUTH is offered under TLS")
+    tls.add_argument("--require-auth", action="store_true", help="refuse MAIL before AUTH (530)")
+    serve.add_argument("--verbose", "-v", action="store_true", help="log each session to standard error")
 
 
-def _replies(client: ClientConnection) -> list[Reply]:
-    replies: list[Reply] = []
-    while True:
-        event = client.next_event()
-        if not isinstance(event, Reply):
-            return replies
-        replies.append(event)
+def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser(
+        "send",
+        help="send one message to one server",
+        description="Send a message (from FILE or standard input, LF or CRLF line ends). Exit "
+        "status: 0 every recipient accepted it, 1 permanent failure, 75 temporary failure, "
+        "2 usage error.",
+    )
+    send.add_argument("file", nargs="?", metavar="FILE", help="the message (default: standard input)")
+    send.add_argument("--host", default="localhost", help="server to connect to (default localhost)")
+    send.add_argument("--port", type=int, help="port (default 25; 465 with --tls; 24 with --lmtp)")
+    send.add_argument("--unix", metavar="PATH", help="connect to this Unix-domain socket instead")
+    send.add_argument("--from", dest="sender", required=True, metavar="ADDR", help="envelope sender ('' for <>)")
+    send.add_argument("--to", dest="recipients", action="append", required=True, metavar="ADDR",
+                      help="envelope recipient (repeat for several)")
+    send.add_argument("--helo", metavar="NAME", help="name to give in EHLO (default: this host's name)")
+    mode = send.add_mutually_exclusive_group()
+    mode.add_argument("--starttls", dest="tls", action="store_const", const=TLSMode.REQUIRED,
+                      help="require STARTTLS")
+    mode.add_argument("--tls", dest="tls", action="store_const", const=TLSMode.IMPLICIT,
+                      help="implicit TLS from the first byte")
+    mode.add_argument("--no-tls", dest="tls", action="store_const", const=TLSMode.NEVER,
+                      help="never use TLS")
+    send.set_defaults(tls=TLSMode.OPPORTUNISTIC)
+    send.add_argument("--cafile", metavar="FILE", help="trust these CA certificates instead of the system's")
+    send.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+    send.add_argument("--user", metavar="U", help="AUTH as this user (needs TLS)")
+    send.add_argument("--password", metavar="P", help="password (or set SMTPPROTO_PASSWORD)")
+    send.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033)")
+    send.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for each step")
+    send.add_argument("--verbose", "-v", action="store_true", help="print the SMTP transcript")
 
 
-def run_demo(out: TextIO = sys.stdout) -> int:
-    """Send one message from a client core to a server core, in memory."""
-    client = ClientConnection()
-    server = ServerConnection(ServerConfig(hostname="server.example"))
-    received: list[bytes] = []
-
-    def to_client(data: bytes) -> list[Reply]:
-        _show(out, "S:", data)
-        client.receive_data(data)
-        return _replies(client)
-
-    def to_server(data: bytes) -> list[Reply]:
-        _show(out, "C:", data)
-        server.receive_data(data)
-        return to_client(_serve(server, received))
-
-    to_client(server.send(server.greeting()))
-    to_server(client.send(Ehlo(domain="client.example")))
-    message = EmailMessage()
-    message["From"] = "alice@client.example"
-    message["To"] = "bob@server.example"
-    message["Subject"] = "Hello from smtpproto"
-    message.set_content("Hi Bob,\n.\nA line with a lone dot above, stuffed on the wire.\n")
-    content = message.as_bytes()
-    batch = client.send(Mail(reverse_path="alice@client.example", parameters={"SIZE": str(len(content))}))
-    batch += client.send(Rcpt(forward_path="bob@server.example"))
-    batch += client.send(Data())
-    go_ahead = to_server(batch)
-    if go_ahead[-1].code != 354:  # pragma: no cover - the in-memory server accepts
-        return 1
-    to_server(client.send(MessageData(data=content)) + client.send(EndOfMessage()))
-    to_server(client.send(Quit()))
-    stored = b"".join(received)
-    same = stored == content.replace(b"\n", b"\r\n")
-    print(f"-- the server received {len(stored)} octets; identical to what was sent: {same}", file=out)
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m smtpproto``."""
+    parser = argparse.ArgumentParser(prog="python -m smtpproto", description="smtpproto: SMTP tools.")
+    parser.add_argument("--version", action="version", version=f"smtpproto {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(commands)
+    _add_send(commands)
+    commands.add_parser(
+        "demo",
+        help="send a message through a server on this machine and print the transcript",
+        description="Start a server on a free loopback port with a temporary Maildir, send it a "
+        "message, print the SMTP transcript and the stored file.",
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m smtpproto``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m smtpproto",
-        description="smtpproto: a sans-I/O SMTP protocol library.",
-    )
-    parser.add_argument("--version", action="version", version=f"smtpproto {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "demo", help="run a client core against a server core in memory and print the transcript"
-    )
+    """Entry point of ``python -m smtpproto``; returns the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo()
-    parser.print_help()
-    return 2
+    try:
+        if args.command == "serve":
+            from .cli.serve import ServeSettings, run_serve
+
+            logging.basicConfig(format="%(message)s", level=logging.DEBUG if args.verbose else logging.WARNING)
+            options = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
+            return run_serve(ServeSettings(**options))
+        if args.command == "send":
+            from .cli.send import SendSettings, run_send
+
+            options = {k: v for k, v in vars(args).items() if k != "command"}
+            options["recipients"] = tuple(options["recipients"])
+            return run_send(SendSettings(**options))
+        if args.command == "demo":
+            from .cli.demo import run_demo
+
+            return run_demo()
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"{parser.prog} {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
