@@ -68,7 +68,15 @@ def test_selectors_example_with_smtplib(selectors_example: Any) -> None:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"selectors_server.py", "send_sync.py", "custom_handler_server.py", "lmtp_delivery_agent.py"}
+    tested = {
+        "selectors_server.py",
+        "send_sync.py",
+        "send_asyncio.py",
+        "send_trio.py",
+        "custom_handler_server.py",
+        "async_server.py",
+        "lmtp_delivery_agent.py",
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested, "add a test for the new example"
 
 
@@ -143,3 +151,76 @@ def test_lmtp_delivery_agent_example(tmp_path: Path) -> None:
         thread.join(10)
     stored = sorted(p.read_bytes() for p in (tmp_path / "mail" / "bob" / "new").iterdir())
     assert stored == [b"Subject: one\r\n\r\nhi\r\n", b"Subject: two\r\n\r\nhi\r\n"]
+
+
+def test_send_asyncio_example() -> None:
+    import asyncio
+
+    from smtpproto.flows import Handler, TLSMode
+    from smtpproto.sync import ServerThread
+
+    got: list[Any] = []
+
+    class Keep(Handler):
+        def message(self, session: Any, envelope: Any) -> None:
+            got.append(envelope)
+
+    module = load("send_asyncio.py")
+    with ServerThread(Keep()) as server:
+        host, port = server.address
+        result = asyncio.run(module["send"](host, port, "alice@example.org", ["bob@example.org"], TLSMode.NEVER))
+    assert result.accepted == ("bob@example.org",)
+    assert b"AsyncSMTPClient" in got[0].content
+
+
+def test_send_trio_example() -> None:
+    import trio
+
+    from smtpproto.flows import Handler, TLSMode
+    from smtpproto.sync import ServerThread
+
+    got: list[Any] = []
+
+    class Keep(Handler):
+        def message(self, session: Any, envelope: Any) -> None:
+            got.append(envelope)
+
+    module = load("send_trio.py")
+    with ServerThread(Keep()) as server:
+        host, port = server.address
+        result = trio.run(module["send"], host, port, "alice@example.org", ["bob@example.org"], TLSMode.NEVER)
+    assert result.accepted == ("bob@example.org",)
+    assert b"TrioSMTPClient" in got[0].content
+
+
+def test_async_server_example() -> None:
+    import asyncio
+
+    from smtpproto.asyncio import AsyncSMTPServer
+    from smtpproto.flows import ClientOptions, TLSMode
+    from smtpproto.sync import SMTPClient
+
+    module = load("async_server.py")
+
+    async def main() -> list[Any]:
+        handler = module["QueueingHandler"]({"bob@example.org"})
+        server = AsyncSMTPServer(handler)
+        await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        host, port = server.address[:2]
+        options = ClientOptions(helo_name="client.example", tls=TLSMode.NEVER)
+
+        def send() -> Any:
+            with SMTPClient(host, port, options=options) as client:
+                return client.send_message(b"Subject: q\r\n\r\nx\r\n", "a@example.org",
+                                           ["bob@example.org", "eve@example.org"])
+
+        result = await asyncio.to_thread(send)
+        await server.shutdown()
+        await serving
+        assert result.accepted == ("bob@example.org",)
+        assert result.refused["eve@example.org"].code == 550
+        return [handler.queue.get_nowait() for _ in range(handler.queue.qsize())]
+
+    queued = asyncio.run(main())
+    assert [e.recipient_addresses for e in queued] == [["bob@example.org"]]
