@@ -77,11 +77,11 @@ class Serve:
         self.stderr = b""
         self.signalled = False
 
-    def terminate(self) -> None:
-        """SIGTERM, once."""
+    def terminate(self, number: int = signal.SIGTERM) -> None:
+        """SIGTERM (or *number*), once."""
         if not self.signalled:
             self.signalled = True
-            os.kill(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, number)
 
     def stop(self) -> None:
         """SIGTERM; the process must exit 0 without a traceback."""
@@ -205,8 +205,11 @@ def test_print_on_sync_with_the_local_host_name(serve: Any) -> None:
     assert b"\n>From the start.\n>>From quoted.\n.\nend\n\n" in server.stdout
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio", "sync"])
-def test_sigterm_gives_open_sessions_421(serve: Any, backend: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "number"),
+    [("asyncio", signal.SIGTERM), ("trio", signal.SIGINT), ("sync", signal.SIGTERM)],
+)
+def test_sigterm_gives_open_sessions_421(serve: Any, backend: str, number: int) -> None:
     server = serve("--port", "0", "--discard", "--backend", backend, "--hostname", HOSTNAME)
     with socket.create_connection((server.host, server.port), timeout=LIMIT) as sock, sock.makefile("rb") as stream:
         assert stream.readline().startswith(b"220 " + HOSTNAME.encode())
@@ -214,7 +217,7 @@ def test_sigterm_gives_open_sessions_421(serve: Any, backend: str) -> None:
         while not stream.readline().startswith(b"250 "):
             pass
         assert stream.readline() == b"250 2.1.0 Sender OK\r\n"
-        server.terminate()
+        server.terminate(number)
         assert stream.readline().startswith(b"421 4.3.2 ")
         assert stream.readline() == b""
     server.stop()
