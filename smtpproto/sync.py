@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from email.message import Message
 from types import TracebackType
 from typing import Any, TypeVar
@@ -98,13 +99,15 @@ class _Transport:
             assert self.handler is not None
             return getattr(self.handler, action.hook)(*action.args)
         elif isinstance(action, StartTLS):
-            if self.ssl_context is None:
-                raise ssl.SSLError("STARTTLS without an SSL context")
+            # A client without a context never starts TLS (TLSMode.NEVER);
+            # a server without one offers no STARTTLS (checked when made).
+            assert self.ssl_context is not None
             self.sock.settimeout(30.0)
             self.sock = self.ssl_context.wrap_socket(
                 self.sock, server_side=self.server_side, server_hostname=action.server_hostname
             )
-        elif isinstance(action, Close):
+        else:
+            assert isinstance(action, Close), action
             self.close()
         return None
 
@@ -126,18 +129,16 @@ class _Transport:
                     raise
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.sock.close()
 
 
 class SMTPClient:
     """A blocking SMTP (or LMTP) client for one connection.
 
-    ``connect()`` opens the session (greeting, EHLO, STARTTLS, AUTH),
-    ``send_message()`` sends one message and may be called again, and
-    ``quit()`` ends it; as a context manager it connects and quits.  Give
+    ``connect()`` opens the session (greeting, EHLO, STARTTLS, AUTH) and
+    leaves nothing open when it fails, ``send_message()`` sends one message
+    and may be called again, and ``quit()`` ends it; as a context manager
+    it connects and quits.  Give
     *unix_path* to connect to a Unix-domain socket (LMTP often listens on
     one).
     """
@@ -156,6 +157,9 @@ class SMTPClient:
         self.unix_path = unix_path
         if options is None:
             options = ClientOptions(helo_name=default_helo_name(), server_hostname=host)
+        elif options.server_hostname is None:
+            # The certificate is checked against the host connected to.
+            options = replace(options, server_hostname=host)
         self.options = options
         needs_tls = options.tls is not TLSMode.NEVER
         self.ssl_context = ssl_context or (ssl.create_default_context() if needs_tls else None)
@@ -166,15 +170,7 @@ class SMTPClient:
         """Connect and open the session."""
         timeout = self.options.timeouts.connect
         try:
-            if self.unix_path is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                sock.connect(self.unix_path)
-            else:
-                sock = socket.create_connection((self.host, self.port), timeout=timeout)
-            if self.options.tls is TLSMode.IMPLICIT:
-                assert self.ssl_context is not None
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.options.server_hostname)
+            sock = self._connect_socket(timeout)
         except TimeoutError:
             raise errors.Timeout(f"could not connect to {self.host}:{self.port}", step="connect") from None
         except ssl.SSLError as exc:
@@ -182,7 +178,34 @@ class SMTPClient:
         except OSError as exc:
             raise errors.Disconnected(f"could not connect to {self.host}:{self.port}: {exc}", step="connect") from None
         self._transport = _Transport(sock, self.ssl_context)
-        self._run(self.session.open())
+        try:
+            self._run(self.session.open())
+        except BaseException:
+            # The flow ended the session; nothing of it may stay open.
+            self._transport.close()
+            self._transport = None
+            raise
+
+    def _connect_socket(self, timeout: float) -> socket.socket:
+        """A connected socket (TLS for implicit TLS); none is left open on failure."""
+        if self.unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.unix_path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.options.tls is not TLSMode.IMPLICIT:
+            return sock
+        assert self.ssl_context is not None
+        try:
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.options.server_hostname)
+        except BaseException:
+            sock.close()
+            raise
 
     def _run(self, flow: Flow[T]) -> T:
         if self._transport is None:
@@ -258,6 +281,8 @@ class SMTPServer:
     ) -> None:
         self.handler = handler if handler is not None else Handler()
         self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
+        if ssl_context is None and (implicit_tls or self.config.starttls):
+            raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
         self.ssl_context = ssl_context
         self.implicit_tls = implicit_tls
         self.timeouts = timeouts
@@ -272,6 +297,7 @@ class SMTPServer:
         else:
             self.listener = socket.create_server((host, port), backlog=128)
         self._stopping = threading.Event()
+        self._serving = threading.Lock()  # held while serve_forever runs
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
@@ -282,16 +308,17 @@ class SMTPServer:
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown`."""
+        with self._serving:
+            if not self._stopping.is_set():
+                self._accept_loop()
+
+    def _accept_loop(self) -> None:
         self.listener.settimeout(_POLL)
         while not self._stopping.is_set():
             try:
                 sock, peer = self.listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                if self._stopping.is_set():
-                    break
-                raise
             with self._lock:
                 busy = len(self._threads) >= self.max_connections
                 if not busy:
@@ -311,31 +338,36 @@ class SMTPServer:
         sock.close()
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
+        transport = _Transport(
+            sock, self.ssl_context, server_side=True, stopping=self._stopping, handler=self.handler
+        )
         try:
             if self.implicit_tls:
                 assert self.ssl_context is not None
                 sock.settimeout(30.0)
-                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+                transport.sock = self.ssl_context.wrap_socket(sock, server_side=True)
             trusted = bool(self.trusted and self.trusted(peer))
             session = ServerSession(
                 self.handler, self.config, peer=peer, tls=self.implicit_tls,
                 trusted=trusted, timeouts=self.timeouts,
             )
-            transport = _Transport(
-                sock, self.ssl_context, server_side=True, stopping=self._stopping,
-                handler=self.handler,
-            )
             transport.run(session.run())
         except OSError as exc:
             log.debug("smtpproto: session with %s ended: %s", peer, exc)
-            sock.close()
+        except Exception:  # noqa: BLE001 - one session's failure must not kill the server
+            log.exception("smtpproto: session with %s failed", peer)
         finally:
+            transport.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, give open sessions 421, and wait for them."""
         self._stopping.set()
+        # Wait for serve_forever (if it runs) to stop accepting, so no
+        # session starts after the ones joined below (it polls the flag).
+        with self._serving:
+            pass
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
@@ -356,10 +388,12 @@ class ServerThread:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` of the listening socket."""
-        host, port = self.server.address[:2]
-        return host, port
+    def address(self) -> Any:
+        """``(host, port)`` of a TCP listener; the path of a Unix one."""
+        address = self.server.address
+        if isinstance(address, tuple):
+            return address[:2]
+        return address
 
     def __enter__(self) -> ServerThread:
         self._thread.start()

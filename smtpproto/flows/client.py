@@ -22,17 +22,22 @@
 # Commands are gathered and written in one Send before each read, so a
 # pipelined batch is one write.  The protocol trace goes to the logger
 # ``smtpproto`` at DEBUG, with SASL data and message content left out.
+# A failure that leaves the session unusable closes the connection before
+# it is raised: any failure of open(); in send() a lost connection, a
+# timeout, a protocol failure, or anything that stops the content half
+# way (the only way out that delivers nothing).  Refusals leave the session
+# ready for the next message.  A 421 (§3.8) stands for every reply still due.
 from __future__ import annotations
 
 import enum
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import sasl
 from .._client import ClientConfig, ClientConnection
 from .._connection import NEED_DATA
-from .._errors import RemoteProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from .._state import State
 from .._esmtp_events import Auth, AuthCancel, AuthResponse, Bdat, EndOfChunk, Lhlo, StartTLS as StartTLSCommand
 from .._events import (
@@ -165,6 +170,9 @@ class ClientSession:
         config = self.options.config or ClientConfig(lmtp=self.options.lmtp)
         if config.lmtp != self.options.lmtp:
             raise ValueError("ClientOptions.lmtp and its ClientConfig.lmtp disagree")
+        if self.options.allow_plaintext_auth and not config.allow_plaintext_auth:
+            # The option is the policy; the core only enforces what it is told.
+            config = replace(config, allow_plaintext_auth=True)
         #: The protocol core.
         self.conn = ClientConnection(config, tls=self.options.tls is TLSMode.IMPLICIT)
         self._out = bytearray()
@@ -172,6 +180,9 @@ class ClientSession:
         self.greeting: Reply | None = None
         #: The reply to the last EHLO/HELO/LHLO.
         self.hello_reply: Reply | None = None
+        self._closed = False
+        # The 421 with which the server ended the session, if it did.
+        self._closing: Reply | None = None
 
     # -- plumbing ----------------------------------------------------------
 
@@ -200,6 +211,8 @@ class ClientSession:
                 raise errors.ProtocolFailure(f"{step}: {exc}", step=step) from None
             if isinstance(event, Reply):
                 log.debug("S: %s %s", event.code, " / ".join(event.text))
+                if event.code == 421 and self.conn.state is State.CLOSED:
+                    self._closing = event
                 return event
             if isinstance(event, ConnectionClosed):
                 raise errors.Disconnected(f"the server closed the connection during {step}", step=step)
@@ -217,10 +230,34 @@ class ClientSession:
         self._queue(command)
         return (yield from self._reply(timeout, step))
 
+    def _answer(self, command: Command | None, timeout: float, step: str) -> Flow[Reply]:
+        """The reply to *command* (sent already when None).  Once a 421
+        ended the session (§3.8) it stands for every reply still due: the
+        server sends no more, and the command is not sent."""
+        if self._closing is not None:
+            return self._closing
+        if command is None:
+            return (yield from self._reply(timeout, step))
+        return (yield from self._command(command, timeout, step))
+
     # -- opening -----------------------------------------------------------
 
     def open(self) -> Flow[Reply]:
-        """Greeting, hello, STARTTLS and AUTH; returns the last hello reply."""
+        """Greeting, hello, STARTTLS and AUTH; returns the last hello reply.
+
+        When a step fails the session is ended (QUIT after a refusal) and
+        the connection closed before the error is raised.
+        """
+        try:
+            return (yield from self._open())
+        except Exception as exc:
+            if isinstance(exc, (errors.SMTPReplyError, errors.AuthFailed)):
+                yield from self._quit_quietly()
+            else:
+                yield from self._close()
+            raise
+
+    def _open(self) -> Flow[Reply]:
         timeouts = self.options.timeouts
         greeting = yield from self._reply(timeouts.greeting, "greeting")
         self.greeting = greeting
@@ -267,10 +304,9 @@ class ClientSession:
             yield StartTLS(self.options.server_hostname)
         except OSError as exc:  # ssl.SSLError is an OSError: never fall back to cleartext
             raise errors.ProtocolFailure(f"TLS handshake failed: {exc}", step="STARTTLS") from None
-        try:
-            self.conn.tls_established()
-        except RemoteProtocolError as exc:
-            raise errors.ProtocolFailure(f"STARTTLS: {exc}", step="STARTTLS") from None
+        # No byte after the 220 can be waiting here: _reply refused any that
+        # came with it (attack class 3), and nothing was read since.
+        self.conn.tls_established()
         return (yield from self._hello())
 
     def _authenticate(self) -> Flow[None]:
@@ -347,26 +383,82 @@ class ClientSession:
 
     def send(self, outgoing: Outgoing) -> Flow[SendResult]:
         """One mail transaction per group of recipients the server's LIMITS
-        allow (RFC 9422); returns the combined result."""
-        limit = self.conn.capabilities.limits.get("RCPTMAX") or len(outgoing.recipients) or 1
-        if len(outgoing.recipients) <= limit:
-            return (yield from self._transaction(outgoing, outgoing.recipients))
-        content = list(outgoing.chunks)  # sent more than once: must be replayable
-        results = []
+        allow (RFC 9422); returns the combined result.
+
+        A refusal (:class:`~errors.SMTPReplyError`, :class:`~errors.NotSupported`)
+        leaves the session ready for the next message.  After a failure that
+        leaves it unusable (a lost connection, a timeout, a protocol failure,
+        or an exception while the content was being sent, which cannot be
+        ended without delivering a truncated message) the connection is
+        closed before the error is raised.
+        """
+        try:
+            return (yield from self._send(outgoing))
+        except (errors.Disconnected, errors.Timeout, errors.ProtocolFailure):
+            yield from self._close()
+            raise
+
+    def _send(self, outgoing: Outgoing) -> Flow[SendResult]:
+        recipients = outgoing.recipients
+        if not recipients:
+            raise ValueError("a message needs at least one recipient")
+        if self._closed or self.conn.state in (State.CLOSED, State.ERROR):
+            raise errors.Disconnected("the session is over", step="MAIL")
+        limit = self.conn.capabilities.limits.get("RCPTMAX") or len(recipients)
+        if len(recipients) > limit:
+            return (yield from self._send_groups(outgoing, limit))
+        result = yield from self._transaction(outgoing, recipients)
+        if not result.accepted:
+            assert result.data_reply is not None
+            raise errors.MessageRefused("the message was refused", result.data_reply, step="message")
+        return result
+
+    def _send_groups(self, outgoing: Outgoing, limit: int) -> Flow[SendResult]:
+        # One transaction per group.  A refusal of one group does not undo
+        # the delivery to the groups before it, so it is recorded in the
+        # result, and raised only when no recipient got the message.
+        outgoing.chunks = list(outgoing.chunks)  # sent more than once: must be replayable
+        accepted: list[str] = []
+        refused: dict[str, Reply] = {}
+        replies: dict[str, Reply] = {}
+        data_reply: Reply | None = None
+        failures: list[errors.SMTPError] = []
         for start in range(0, len(outgoing.recipients), limit):
             group = outgoing.recipients[start : start + limit]
-            outgoing.chunks = content
-            results.append((yield from self._transaction(outgoing, group)))
+            if self._closing is not None:
+                # A 421 ended the session: it stands for the groups not tried.
+                group_refused = dict.fromkeys(group, self._closing)
+            else:
+                try:
+                    result = yield from self._transaction(outgoing, group)
+                except (errors.SMTPReplyError, errors.RecipientsRefused) as exc:
+                    failures.append(exc)
+                    group_refused = _refusals(exc, group)
+                else:
+                    if not result.accepted:
+                        assert result.data_reply is not None
+                        failures.append(
+                            errors.MessageRefused("the message was refused", result.data_reply, step="message")
+                        )
+                    accepted += result.accepted
+                    data_reply = result.data_reply or data_reply
+                    refused.update(result.refused)
+                    replies.update(result.replies)
+                    continue
+            refused.update(group_refused)
+            replies.update(group_refused)
+        if not accepted:
+            if all(isinstance(exc, errors.RecipientsRefused) for exc in failures):
+                raise errors.RecipientsRefused(refused)
+            raise next(exc for exc in failures if not isinstance(exc, errors.RecipientsRefused))
         return SendResult(
-            accepted=tuple(r for result in results for r in result.accepted),
-            refused={k: v for result in results for k, v in result.refused.items()},
-            replies={k: v for result in results for k, v in result.replies.items()},
-            data_reply=results[-1].data_reply,
+            accepted=tuple(accepted),
+            refused=refused,
+            replies={r: replies[r] for r in outgoing.recipients if r in replies},
+            data_reply=data_reply,
         )
 
     def _transaction(self, outgoing: Outgoing, recipients: list[str]) -> Flow[SendResult]:
-        if not recipients:
-            raise ValueError("a message needs at least one recipient")
         timeouts = self.options.timeouts
         caps = self.conn.capabilities
         mail = Mail(reverse_path=outgoing.sender, parameters=self._mail_parameters(outgoing))
@@ -376,19 +468,20 @@ class ClientSession:
         bdat = self.options.chunking and caps.chunking
         pipelining = self.options.pipelining and caps.pipelining
         replies: dict[str, Reply] = {}
+        data_reply = None
         if pipelining:
             for command in [mail, *rcpts] + ([] if bdat else [Data()]):
                 self._queue(command)
-            mail_reply = yield from self._reply(timeouts.command, "MAIL")
+            mail_reply = yield from self._answer(None, timeouts.command, "MAIL")
             for rcpt in rcpts:
-                replies[rcpt.forward_path] = yield from self._reply(timeouts.command, "RCPT")
-            data_reply = None if bdat else (yield from self._reply(timeouts.data_start, "DATA"))
+                replies[rcpt.forward_path] = yield from self._answer(None, timeouts.command, "RCPT")
+            if not bdat:
+                data_reply = yield from self._answer(None, timeouts.data_start, "DATA")
         else:
             mail_reply = yield from self._command(mail, timeouts.command, "MAIL")
-            data_reply = None
             if mail_reply.is_success:
                 for rcpt in rcpts:
-                    replies[rcpt.forward_path] = yield from self._command(rcpt, timeouts.command, "RCPT")
+                    replies[rcpt.forward_path] = yield from self._answer(rcpt, timeouts.command, "RCPT")
         refused = {r: reply for r, reply in replies.items() if not reply.is_success}
         accepted = [r for r in recipients if r in replies and r not in refused]
         if not mail_reply.is_success:
@@ -397,15 +490,25 @@ class ClientSession:
         if not accepted:
             yield from self._reset_if_needed()
             raise errors.RecipientsRefused(refused)
-        if bdat:
-            finals = yield from self._send_bdat(outgoing)
-        else:
+        if not bdat:
             if data_reply is None:
-                data_reply = yield from self._command(Data(), timeouts.data_start, "DATA")
+                data_reply = yield from self._answer(Data(), timeouts.data_start, "DATA")
             if data_reply.code != 354:
                 yield from self._reset_if_needed()
                 raise errors.DataRefused("DATA was refused", data_reply, step="DATA")
-            finals = yield from self._send_data(outgoing)
+        try:
+            if bdat:
+                finals = yield from self._send_bdat(outgoing, pipelining)
+            else:
+                finals = yield from self._send_data(outgoing)
+        except errors.SMTPReplyError:
+            raise  # a refused BDAT chunk: the transaction was reset
+        except Exception:
+            # Content cannot be taken back: whatever stopped it (the
+            # caller's chunks, the core refusing one, the connection), the
+            # only way out that delivers nothing is to close.
+            yield from self._close()
+            raise
         return self._result(recipients, accepted, refused, finals)
 
     def _send_data(self, outgoing: Outgoing) -> Flow[list[Reply]]:
@@ -419,8 +522,10 @@ class ClientSession:
         log.debug("C: .")
         return (yield from self._final_replies())
 
-    def _send_bdat(self, outgoing: Outgoing) -> Flow[list[Reply]]:
+    def _send_bdat(self, outgoing: Outgoing, pipelining: bool) -> Flow[list[Reply]]:
         timeouts = self.options.timeouts
+        # Without PIPELINING each chunk waits for its reply (RFC 3030 §4.2).
+        window = _BDAT_WINDOW if pipelining else 1
         chunks: Iterator[bytes] = iter(outgoing.chunks)
         current = next(chunks, b"")
         outstanding = 0
@@ -434,7 +539,7 @@ class ClientSession:
             if following is None:
                 break
             outstanding += 1
-            if outstanding >= _BDAT_WINDOW:
+            if outstanding >= window:
                 for _ in range(outstanding):
                     reply = yield from self._reply(timeouts.data_block, "BDAT")
                     if not reply.is_success:
@@ -454,8 +559,11 @@ class ClientSession:
         count = max(1, len(self.conn.accepted_recipients)) if self.options.lmtp else 1
         finals = []
         for _ in range(count):
-            finals.append((yield from self._reply(self.options.timeouts.data_end, "message")))
-        return finals
+            reply = yield from self._reply(self.options.timeouts.data_end, "message")
+            finals.append(reply)
+            if reply.code == 421:
+                break  # §3.8: the server is closing; no more replies come
+        return finals + [finals[-1]] * (count - len(finals))
 
     def _result(
         self, recipients: list[str], accepted: list[str], refused: dict[str, Reply], finals: list[Reply]
@@ -468,8 +576,6 @@ class ClientSession:
         replies.update(per_recipient)
         delivered = tuple(r for r in accepted if per_recipient[r].is_success)
         refused.update({r: reply for r, reply in per_recipient.items() if not reply.is_success})
-        if not delivered:
-            raise errors.MessageRefused("the message was refused", finals[-1], step="message")
         return SendResult(
             accepted=delivered,
             refused=refused,
@@ -478,7 +584,7 @@ class ClientSession:
         )
 
     def _drain_pending(self) -> Flow[None]:
-        while self.conn.pending:
+        while self.conn.pending and self._closing is None:
             yield from self._reply(self.options.timeouts.command, "pipeline")
 
     def _reset_if_needed(self) -> Flow[None]:
@@ -493,12 +599,27 @@ class ClientSession:
         yield from self._quit_quietly()
 
     def _quit_quietly(self) -> Flow[None]:
-        try:
-            if self.conn.state not in (State.CLOSED, State.ERROR):
+        if not self._closed and self.conn.state not in (State.CLOSED, State.ERROR):
+            try:
                 yield from self._command(Quit(), min(self.options.timeouts.command, 5.0), "QUIT")
-        except errors.SMTPError:
-            pass  # the server may hang up without its 221; nothing is lost
-        yield Close()
+            except errors.SMTPError:
+                pass  # the server may hang up without its 221; nothing is lost
+            except LocalProtocolError:
+                pass  # QUIT cannot be sent now (mid-DATA, say): closing ends the session
+        yield from self._close()
+
+    def _close(self) -> Flow[None]:
+        if not self._closed:
+            self._closed = True
+            yield Close()
+
+
+def _refusals(exc: errors.SMTPError, group: list[str]) -> dict[str, Reply]:
+    """Each recipient of *group* -> the reply that refused it in *exc*."""
+    if isinstance(exc, errors.RecipientsRefused):
+        return exc.replies
+    assert isinstance(exc, errors.SMTPReplyError)
+    return dict.fromkeys(group, exc.reply)
 
 
 def _trace(event: Command, data: bytes) -> str:

@@ -48,7 +48,8 @@ class SMTPReplyError(SMTPError):
     """The server answered with a refusal; :attr:`reply` is its reply."""
 
     def __init__(self, message: str, reply: Reply, *, step: str = "") -> None:
-        super().__init__(f"{message}: {reply.code} {reply.enhanced or ''} {reply.message}".rstrip(), step=step)
+        detail = " ".join(part for part in (str(reply.code), reply.enhanced, reply.message) if part)
+        super().__init__(f"{message}: {detail}", step=step)
         #: The server's reply.
         self.reply = reply
         self.temporary = reply.is_transient

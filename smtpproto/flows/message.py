@@ -61,22 +61,40 @@ class Outgoing:
     dsn: DsnOptions = field(default_factory=DsnOptions)
 
 
-def _addresses(message: Message, names: tuple[str, ...]) -> list[str]:
-    values = [str(v) for name in names for v in message.get_all(name, [])]
+def _addresses(fields: list[tuple[str, object]], names: tuple[str, ...]) -> list[str]:
+    values = [str(value) for name, value in fields if name.lower() in names]
     return [address for _, address in getaddresses(values) if address]
 
 
-def _envelope(message: Message) -> tuple[str, list[str]]:
+def _newest_resent_block(message: Message) -> list[tuple[str, object]]:
+    """The fields of the newest ``Resent-*`` block.  RFC 5322 §3.6.6: each
+    resending prepends its block, and a block holds each field at most
+    once, so the block is the first run of ``Resent-*`` fields, up to
+    another field or a repeated one."""
+    block: list[tuple[str, object]] = []
+    for name, value in message.items():
+        if not name.lower().startswith("resent-"):
+            if block:
+                break
+            continue
+        if any(name.lower() == seen.lower() for seen, _ in block):
+            break  # an older block begins
+        block.append((name, value))
+    return block
+
+
+def _envelope(message: Message) -> tuple[str | None, list[str]]:
     # RFC 5322 §3.6.6: when Resent-* fields are present, the newest block
     # (the first one) names the sender and recipients of this resending.
     if message.get("Resent-Date") is not None:
-        sender_names = ("Resent-Sender",) if message.get("Resent-Sender") else ("Resent-From",)
-        recipient_names: tuple[str, ...] = ("Resent-To", "Resent-Cc", "Resent-Bcc")
+        fields = _newest_resent_block(message)
+        prefix = "resent-"
     else:
-        sender_names = ("Sender",) if message.get("Sender") else ("From",)
-        recipient_names = ("To", "Cc", "Bcc")
-    senders = _addresses(message, sender_names)
-    return (senders[0] if senders else ""), _addresses(message, recipient_names)
+        fields = list(message.items())
+        prefix = ""
+    senders = _addresses(fields, (prefix + "sender",)) or _addresses(fields, (prefix + "from",))
+    recipients = _addresses(fields, tuple(prefix + name for name in ("to", "cc", "bcc")))
+    return (senders[0] if senders else None), recipients
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:
@@ -99,26 +117,39 @@ def prepare(
     """Turn *message* and the envelope into an :class:`Outgoing`.
 
     For an email message, *sender* and *recipients* default to its
-    headers.  For bytes and chunks they are required.  ``eight_bit`` and
+    headers.  For bytes and chunks they are required.  A missing envelope
+    (no sender, no recipient) is a ``ValueError``.  ``eight_bit`` and
     ``smtputf8`` are found out from bytes and messages; for chunks they
     default to False, and the client core refuses an 8-bit chunk it was not
     told about rather than send it undeclared.
     """
     if isinstance(message, Message):
         found_sender, found_recipients = _envelope(message)
+        if sender is None:
+            if found_sender is None:
+                raise ValueError("the message has no From or Sender address: give the sender")
+            sender = found_sender
+        chosen = found_recipients if recipients is None else list(recipients)
+        if not chosen:
+            raise ValueError("the message names no recipient (To, Cc, Bcc): give the recipients")
         stripped = copy.copy(message)
         for name in ("Bcc", "Resent-Bcc"):
             del stripped[name]
         base = stripped.policy if isinstance(stripped.policy, email_policy.EmailPolicy) else email_policy.default
-        content = stripped.as_bytes(policy=base.clone(linesep="\r\n"))
-        sender = found_sender if sender is None else sender
-        chosen = found_recipients if recipients is None else list(recipients)
+        policy = base.clone(linesep="\r\n")
+        if not all(a.isascii() for a in [sender, *chosen, *found_recipients, found_sender or ""]):
+            # RFC 6532: with SMTPUTF8 the addresses go into the header
+            # fields as UTF-8 (encoded words would break them).
+            policy = policy.clone(utf8=True)
+        content = stripped.as_bytes(policy=policy)
         return _finish(sender, chosen, content, eight_bit, smtputf8, requiretls, dsn)
     if sender is None or recipients is None:
         raise ValueError("bytes and chunked content need an explicit sender and recipients")
-    if isinstance(message, (bytes, bytearray)):
-        return _finish(sender, list(recipients), bytes(message), eight_bit, smtputf8, requiretls, dsn)
     chosen = list(recipients)
+    if not chosen:
+        raise ValueError("a message needs at least one recipient")
+    if isinstance(message, (bytes, bytearray)):
+        return _finish(sender, chosen, bytes(message), eight_bit, smtputf8, requiretls, dsn)
     return Outgoing(
         sender=sender,
         recipients=chosen,

@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import _replies as R
 from .._connection import NEED_DATA, PAUSED
-from .._errors import RemoteProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from .._esmtp_events import Auth, AuthResponse, Bdat, Lhlo, ProxyHeader, Xclient
 from .._events import (
     ConnectionClosed,
@@ -144,7 +144,11 @@ class Handler:
         return None
 
     def message_data(self, session: Session, chunk: bytes) -> None:
-        """A chunk of content (streaming handlers only)."""
+        """A chunk of content (streaming handlers only).  Raising (``Reject``
+        or any exception) or returning a 4xx/5xx reply refuses the message:
+        the rest of its content skips this hook, :meth:`message` is not
+        called, and the end of data is answered with the refusal (451 4.3.0
+        for an exception)."""
 
     def message(self, session: Session, envelope: Envelope) -> Reply | Sequence[Reply] | None:
         """The message is complete.  Return its reply; an LMTP server may
@@ -209,6 +213,8 @@ class ServerSession:
         self.timeouts = timeouts or ServerTimeouts()
         self._out = bytearray()
         self._chunks: list[bytes] = []
+        # A streaming handler's refusal of the message being received.
+        self._refusal: Reply | None = None
         #: Messages this session delivered (a 2xx after their end of data).
         self.delivered = 0
 
@@ -219,6 +225,16 @@ class ServerSession:
 
     def _reply(self, reply: Reply) -> None:
         self._out += self.conn.send(reply)
+
+    def _answer(self, reply: Reply, hook: str) -> None:
+        """Send a hook's reply.  One the protocol does not allow here (a 354
+        to RCPT, say) is the application's bug: it is logged, and 451 4.3.0
+        is sent instead."""
+        try:
+            self._reply(reply)
+        except LocalProtocolError as exc:
+            log.error("smtpproto: the %s hook's reply %d is not allowed here: %s", hook, reply.code, exc)
+            self._reply(LOCAL_ERROR)
 
     def _call(self, hook: str, *args: Any) -> Flow[Any]:
         try:
@@ -239,9 +255,9 @@ class ServerSession:
             if exc.reply is not None and conn.state is State.ERROR:
                 self._reply(exc.reply)
         except TimeoutError:
-            self._unprompted(TIMED_OUT)
+            self._reply(TIMED_OUT)  # §3.8 (both come while the session is open)
         except Shutdown:
-            self._unprompted(R.SHUTTING_DOWN)
+            self._reply(R.SHUTTING_DOWN)
         except OSError as exc:
             log.debug("smtpproto: connection from %s lost: %s", self.session.peer, exc)
             self._out.clear()
@@ -255,10 +271,6 @@ class ServerSession:
             log.exception("smtpproto: the disconnect hook failed")
         yield Close()
 
-    def _unprompted(self, reply: Reply) -> None:
-        if self.conn.state not in (State.CLOSED, State.ERROR):
-            self._reply(reply)
-
     def _serve(self) -> Flow[None]:
         conn = self.conn
         timeout = self.timeouts.command
@@ -270,7 +282,7 @@ class ServerSession:
             if header.source is not None:
                 self.session.peer = (header.source, header.source_port)
         greeting = yield from self._call("connect")
-        self._reply(greeting if isinstance(greeting, Reply) else conn.greeting())
+        self._answer(greeting if isinstance(greeting, Reply) else conn.greeting(), "connect")
         while True:
             wait = self.timeouts.data if conn.state in (State.DATA, State.BDAT) else timeout
             event = yield from self._next_event(wait)
@@ -302,10 +314,12 @@ class ServerSession:
         conn = self.conn
         session = self.session
         if isinstance(event, MessageData):
-            if self.handler.streaming:
-                yield from self._call("message_data", event.data)
-            else:
+            if not self.handler.streaming:
                 self._chunks.append(event.data)
+            elif self._refusal is None:
+                failure = yield from self._call("message_data", event.data)
+                if isinstance(failure, Reply) and not failure.is_success:
+                    self._refusal = failure
             return
         if isinstance(event, (Bdat, ProxyHeader)):
             return  # answered after the chunk's octets / not a command
@@ -314,26 +328,35 @@ class ServerSession:
             return
         if isinstance(event, MessageRejected):
             self._chunks = []
+            self._refusal = None
             for _ in range(conn.replies_due):
                 self._reply(event.reply)
             return
         answer: Any = None
+        hook = ""
         if isinstance(event, (Ehlo, Helo, Lhlo)):
-            answer = yield from self._call("ehlo", event.domain)
+            hook = "ehlo"
+            answer = yield from self._call(hook, event.domain)
         elif isinstance(event, Mail):
             self._chunks = []
-            answer = yield from self._call("mail", event)
+            self._refusal = None
+            hook = "mail"
+            answer = yield from self._call(hook, event)
         elif isinstance(event, Rcpt):
-            answer = yield from self._call("rcpt", event)
+            hook = "rcpt"
+            answer = yield from self._call(hook, event)
         elif isinstance(event, (Auth, AuthResponse)):
             request = conn.auth_request
             if request is not None:
-                verdict = yield from self._call("auth", request)
+                hook = "auth"
+                verdict = yield from self._call(hook, request)
                 answer = verdict if isinstance(verdict, Reply) else conn.auth_reply(verdict)
         elif isinstance(event, Vrfy):
-            answer = yield from self._call("vrfy", event.text)
+            hook = "vrfy"
+            answer = yield from self._call(hook, event.text)
         elif isinstance(event, Rset):
             self._chunks = []
+            self._refusal = None
             yield from self._call("rset")
         elif isinstance(event, Quit):
             yield from self._call("quit")
@@ -341,8 +364,12 @@ class ServerSession:
             decoded = event.decoded()
             if "ADDR" in decoded:
                 session.peer = (decoded["ADDR"], decoded.get("PORT"))
-        reply = answer if isinstance(answer, Reply) else conn.default_reply()
-        self._reply(reply)
+        if isinstance(answer, Reply):
+            self._answer(answer, hook)
+            reply = answer
+        else:
+            reply = conn.default_reply()
+            self._reply(reply)
         if reply.is_success:
             if isinstance(event, (Ehlo, Helo, Lhlo)):
                 session.ehlo_name = event.domain
@@ -355,8 +382,12 @@ class ServerSession:
         assert mail is not None
         content = None if self.handler.streaming else b"".join(self._chunks)
         self._chunks = []
-        envelope = Envelope(mail=mail, recipients=list(conn.recipients), content=content)
-        answer = yield from self._call("message", envelope)
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            answer: Any = refusal  # the streaming hook refused the message
+        else:
+            envelope = Envelope(mail=mail, recipients=list(conn.recipients), content=content)
+            answer = yield from self._call("message", envelope)
         due = conn.replies_due
         if isinstance(answer, Reply) or answer is None:
             replies = [answer or conn.default_reply()] * due
@@ -368,4 +399,4 @@ class ServerSession:
         if any(reply.is_success for reply in replies):
             self.delivered += 1
         for reply in replies:
-            self._reply(reply)
+            self._answer(reply, "message")
