@@ -1,0 +1,434 @@
+"""The blocking adapter (smtpproto.sync) over loopback TCP and Unix-domain
+sockets: SMTPClient, SMTPServer, ServerThread, and smtplib as a peer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import smtplib
+import socket
+import ssl
+import struct
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from certs import client_context, server_context
+from flowpair import AuthRecorder, Recorder
+from smtpproto import Reply, ServerConfig
+from smtpproto.flows import ClientOptions, Handler, Timeouts, TLSMode, errors
+from smtpproto.sync import ServerThread, SMTPClient, SMTPServer, default_helo_name
+
+MESSAGE = b"Subject: test\r\n\r\nHello.\r\n"
+QUICK = Timeouts.all(10)
+
+
+@contextlib.contextmanager
+def unix_path() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="smtpproto-") as directory:
+        yield os.path.join(directory, "lmtp.sock")
+
+
+def test_send_and_quit_over_tcp() -> None:
+    handler = Recorder()
+    with ServerThread(handler) as server:
+        host, port = server.address
+        assert host == "127.0.0.1" and port > 0
+        with SMTPClient(host, port, options=ClientOptions(helo_name="me.example", timeouts=QUICK)) as client:
+            result = client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+            assert result.accepted == ("b@example.org",)
+            msg = EmailMessage()
+            msg["From"] = "a@example.org"
+            msg["To"] = "c@example.org"
+            msg["Bcc"] = "d@example.org"
+            msg.set_content("second\n")
+            result = client.send_message(msg)
+            assert result.accepted == ("c@example.org", "d@example.org")
+    contents = [args[0].content for args in handler.args("message")]
+    assert contents[0] == MESSAGE and b"Bcc" not in contents[1]
+    assert handler.args("ehlo") == [("me.example",)]
+    assert handler.names()[-2:] == ["quit", "disconnect"]
+
+
+def test_default_client_options() -> None:
+    client = SMTPClient("localhost", 2525)
+    assert client.options.server_hostname == "localhost"
+    assert client.options.helo_name == default_helo_name()
+    assert isinstance(client.ssl_context, ssl.SSLContext)
+    never = SMTPClient("localhost", options=ClientOptions(tls=TLSMode.NEVER))
+    assert never.ssl_context is None and never.port == 25
+    # The certificate is checked against the host connected to unless told otherwise.
+    assert never.options.server_hostname == "localhost"
+    other = SMTPClient("mx.example", options=ClientOptions(server_hostname="name.example"))
+    assert other.options.server_hostname == "name.example"
+
+
+def test_default_helo_name_is_a_plain_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all(c.isalnum() or c in "-." for c in default_helo_name())
+    monkeypatch.setattr(socket, "gethostname", lambda: "bad name!")
+    assert default_helo_name() == "localhost"
+    monkeypatch.setattr(socket, "gethostname", lambda: "")
+    assert default_helo_name() == "localhost"
+
+
+def test_methods_need_a_connection() -> None:
+    client = SMTPClient("localhost", options=ClientOptions(tls=TLSMode.NEVER))
+    with pytest.raises(RuntimeError, match="connect"):
+        client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+    client.quit()  # nothing to do
+
+
+def test_unix_domain_sockets() -> None:
+    handler = Recorder()
+    with unix_path() as path:
+        with ServerThread(handler, unix_path=path) as server:
+            assert server.address == path
+            options = ClientOptions(tls=TLSMode.NEVER, timeouts=QUICK)
+            with SMTPClient(unix_path=path, options=options) as client:
+                client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+    assert handler.args("message")[0][0].content == MESSAGE
+
+
+def test_lmtp_over_a_unix_socket_with_the_client() -> None:
+    handler = Recorder(message=lambda s, e: [Reply(code=250, text="ok"), Reply(code=550, text="no")])
+    with unix_path() as path:
+        with ServerThread(handler, unix_path=path, config=ServerConfig(lmtp=True)):
+            options = ClientOptions(tls=TLSMode.NEVER, lmtp=True, timeouts=QUICK)
+            with SMTPClient(unix_path=path, options=options) as client:
+                result = client.send_message(MESSAGE, "a@example.org", ["b@example.org", "c@example.org"])
+    assert result.accepted == ("b@example.org",)
+    assert result.refused["c@example.org"].code == 550
+
+
+def test_starttls_with_the_test_ca() -> None:
+    handler = Recorder()
+    with ServerThread(handler, ssl_context=server_context()) as server:
+        options = ClientOptions(tls=TLSMode.REQUIRED, timeouts=QUICK)
+        with SMTPClient(*server.address, options=options, ssl_context=client_context()) as client:
+            client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+            assert client.session.conn.tls
+    assert [s["tls"] for s in handler.seen if s["hook"] == "message"] == [True]
+
+
+def test_implicit_tls() -> None:
+    handler = Recorder()
+    with ServerThread(handler, ssl_context=server_context(), implicit_tls=True) as server:
+        options = ClientOptions(tls=TLSMode.IMPLICIT, timeouts=QUICK)
+        with SMTPClient(*server.address, options=options, ssl_context=client_context()) as client:
+            client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+    assert all(s["tls"] for s in handler.seen)
+
+
+def test_implicit_tls_client_against_a_cleartext_server() -> None:
+    handler = Recorder()
+    with ServerThread(handler) as server:
+        options = ClientOptions(tls=TLSMode.IMPLICIT, timeouts=QUICK)
+        client = SMTPClient(*server.address, options=options, ssl_context=client_context())
+        with pytest.raises(errors.ProtocolFailure) as info:
+            client.connect()
+        assert info.value.step == "connect"
+
+
+def test_cleartext_client_against_an_implicit_tls_server() -> None:
+    handler = Recorder()
+    with ServerThread(handler, ssl_context=server_context(), implicit_tls=True) as server:
+        options = ClientOptions(tls=TLSMode.NEVER, timeouts=Timeouts.all(0.3))
+        client = SMTPClient(*server.address, options=options)
+        with pytest.raises(errors.SMTPError):
+            client.connect()
+    assert "connect" not in handler.names()  # the handshake failed first
+
+
+def test_server_tls_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="ssl_context"):
+        SMTPServer(implicit_tls=True)
+    with pytest.raises(ValueError, match="ssl_context"):
+        SMTPServer(config=ServerConfig(starttls=True))
+
+
+def test_server_on_a_given_listener() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with ServerThread(listener=listener) as server:
+        assert server.address == listener.getsockname()
+        with socket.create_connection(server.address, timeout=10) as sock:
+            assert sock.recv(100).startswith(b"220")
+
+
+def test_session_failure_does_not_kill_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Handler):
+        def disconnect(self, session: Any) -> None:
+            raise SystemError("bug in the handler")
+
+    with ServerThread(Broken()) as server:
+        for _ in range(2):
+            with SMTPClient(*server.address, options=ClientOptions(tls=TLSMode.NEVER, timeouts=QUICK)) as client:
+                client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+    assert "the disconnect hook failed" in caplog.text
+
+
+def test_refusing_a_client_that_already_left() -> None:
+    server = SMTPServer(max_connections=0)
+    gone = socket.create_connection(server.address)
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    gone.close()  # a reset waits in the accept queue: the 421 cannot be written
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            assert sock.recv(100) == b"421 4.3.2 Too many connections, try again later\r\n"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_serve_forever_fails_on_a_broken_listener() -> None:
+    with socket.socket() as unbound:
+        server = SMTPServer(listener=unbound)
+        with pytest.raises(OSError):
+            server.serve_forever()
+
+
+def test_serve_forever_after_shutdown_returns_at_once() -> None:
+    server = SMTPServer()
+    server.shutdown()
+    server.serve_forever()
+    assert server.listener.fileno() == -1
+
+
+def test_a_flow_bug_is_logged_and_the_socket_closed(caplog: pytest.LogCaptureFixture) -> None:
+    server = SMTPServer()
+    server.config = object()  # type: ignore[assignment]  # breaks ServerSession()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            assert sock.recv(100) == b""
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert "failed" in caplog.text
+
+
+# -- connect errors ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_refused_port_is_disconnected() -> None:
+    client = SMTPClient("127.0.0.1", free_port(), options=ClientOptions(timeouts=QUICK))
+    with pytest.raises(errors.Disconnected) as info:
+        client.connect()
+    assert info.value.step == "connect" and info.value.temporary
+
+
+def test_missing_unix_socket_is_disconnected() -> None:
+    with unix_path() as path:
+        client = SMTPClient(unix_path=path, options=ClientOptions(tls=TLSMode.NEVER))
+        with pytest.raises(errors.Disconnected):
+            client.connect()
+
+
+def test_no_greeting_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        options = ClientOptions(timeouts=Timeouts(greeting=0.2))
+        client = SMTPClient(*listener.getsockname(), options=options)
+        with pytest.raises(errors.Timeout) as info:
+            client.connect()
+        assert info.value.step == "greeting"
+        with listener.accept()[0] as accepted:
+            assert accepted.recv(100) == b""  # the client closed its end
+
+
+def test_connect_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        waiting: list[socket.socket] = []
+        try:
+            for _ in range(16):  # fill the accept queue until a SYN goes unanswered
+                try:
+                    waiting.append(socket.create_connection(address, timeout=0.3))
+                except TimeoutError:
+                    break
+            client = SMTPClient(*address, options=ClientOptions(timeouts=Timeouts(connect=0.3)))
+            with pytest.raises(errors.Timeout) as info:
+                client.connect()
+            assert info.value.step == "connect"
+        finally:
+            for sock in waiting:
+                sock.close()
+
+
+def test_refused_session_leaves_nothing_open() -> None:
+    with ServerThread(Recorder(ehlo=Reply(code=550, text="no"))) as server:
+        with pytest.raises(errors.HelloRefused):
+            with SMTPClient(*server.address, options=ClientOptions(timeouts=QUICK)):
+                pass
+
+
+def test_auth_over_the_adapter() -> None:
+    config = ServerConfig(starttls=True, auth_mechanisms=("PLAIN", "LOGIN"))
+    with ServerThread(AuthRecorder(), config=config, ssl_context=server_context()) as server:
+        options = ClientOptions(username="user", password="secret pass", timeouts=QUICK)
+        with SMTPClient(*server.address, options=options, ssl_context=client_context()) as client:
+            assert client.session.conn.authenticated
+        bad = ClientOptions(username="user", password="wrong", timeouts=QUICK)
+        with pytest.raises(errors.AuthFailed):
+            SMTPClient(*server.address, options=bad, ssl_context=client_context()).connect()
+
+
+def test_failure_while_sending_closes_the_socket() -> None:
+    with ServerThread(Recorder()) as server:
+        client = SMTPClient(*server.address, options=ClientOptions(timeouts=QUICK))
+        client.connect()
+
+        def chunks() -> Iterator[bytes]:
+            yield b"x\r\n"
+            raise OSError("source gone")
+
+        with pytest.raises(OSError, match="source gone"):
+            client.send_message(chunks(), "a@example.org", ["b@example.org"])
+        client.quit()
+
+
+def test_server_closing_mid_session() -> None:
+    handler = Recorder(mail=Reply(code=421, text="bye now"))
+    with ServerThread(handler) as server:
+        client = SMTPClient(*server.address, options=ClientOptions(timeouts=QUICK))
+        client.connect()
+        with pytest.raises(errors.SenderRefused):
+            client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+        with pytest.raises(errors.Disconnected):
+            client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+        client.quit()
+
+
+# -- smtplib as the client -----------------------------------------------------------
+
+
+def test_smtplib_plain() -> None:
+    handler = Recorder()
+    with ServerThread(handler) as server:
+        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+            refused = smtp.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE)
+            assert refused == {}
+            assert smtp.noop()[0] == 250
+    (envelope,) = handler.args("message")[0]
+    assert envelope.recipient_addresses == ["b@example.org", "c@example.org"]
+    assert envelope.content == MESSAGE
+
+
+def test_smtplib_starttls() -> None:
+    handler = Recorder()
+    with ServerThread(handler, ssl_context=server_context()) as server:
+        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.ehlo()
+            assert not smtp.has_extn("starttls")
+            smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+    assert [s["tls"] for s in handler.seen if s["hook"] == "message"] == [True]
+
+
+def test_smtplib_implicit_tls() -> None:
+    handler = Recorder()
+    with ServerThread(handler, ssl_context=server_context(), implicit_tls=True) as server:
+        host, port = server.address
+        with smtplib.SMTP_SSL(host, port, timeout=10, context=client_context()) as smtp:
+            smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+    assert handler.args("message")
+
+
+def test_smtplib_lmtp_over_a_unix_socket() -> None:
+    def message(session: Any, envelope: Any) -> list[Reply]:
+        return [Reply(code=250, text="ok"), Reply(code=452, text="mailbox full", enhanced="4.2.2")]
+
+    handler = Recorder(message=message)
+    with unix_path() as path:
+        with ServerThread(handler, unix_path=path, config=ServerConfig(lmtp=True)):
+            lmtp = smtplib.LMTP(path)
+            try:
+                # smtplib reads the first reply only; the second is the rest of LMTP's answer.
+                assert lmtp.ehlo("client.example")[0] == 250  # smtplib.LMTP says LHLO
+                lmtp.mail("a@example.org")
+                lmtp.rcpt("b@example.org")
+                lmtp.rcpt("c@example.org")
+                assert lmtp.data(MESSAGE)[0] == 250
+                assert lmtp.getreply() == (452, b"4.2.2 mailbox full")
+                lmtp.quit()
+            finally:
+                lmtp.close()
+    assert handler.args("message")[0][0].recipient_addresses == ["b@example.org", "c@example.org"]
+
+
+def test_smtplib_auth_against_the_server() -> None:
+    config = ServerConfig(starttls=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5"))
+    handler = AuthRecorder()
+    with ServerThread(handler, config=config, ssl_context=server_context()) as server:
+        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.login("user", "secret pass")
+            smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+    assert [s["auth_identity"] for s in handler.seen if s["hook"] == "message"] == ["user"]
+
+
+def waiting_in_join(thread: threading.Thread) -> bool:
+    """True while *thread* is inside ``Thread.join``."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is threading.Thread.join.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_shutdown_waits_for_a_message_being_accepted() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def message(session: Any, envelope: Any) -> None:
+        entered.set()
+        assert release.wait(10)
+
+    thread = ServerThread(Recorder(message=message))
+    with thread:
+        with socket.create_connection(thread.address, timeout=10) as sock:
+            sock.sendall(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+            sock.sendall(MESSAGE + b".\r\n")
+            assert entered.wait(10)
+            stopper = threading.Thread(target=thread.server.shutdown)
+            stopper.start()
+            # Release the hook only once shutdown waits for the session.
+            pause = threading.Event()
+            for _ in range(1000):
+                if waiting_in_join(stopper):
+                    break
+                pause.wait(0.01)
+            assert waiting_in_join(stopper)
+            release.set()
+            stopper.join(10)
+            answers = b""
+            while chunk := sock.recv(4096):
+                answers += chunk
+    assert answers.endswith(
+        b"250 2.0.0 Message accepted for delivery\r\n"
+        b"421 4.3.2 Service shutting down, closing connection\r\n"
+    )
+
+
+def test_server_thread_runs_and_stops() -> None:
+    thread = ServerThread()
+    with thread as server:
+        assert server is thread
+        assert thread._thread.is_alive()
+    assert not thread._thread.is_alive()
+    assert thread.server.listener.fileno() == -1
