@@ -24,13 +24,13 @@ class QueueingHandler(Handler):
         self.users = users
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
 
-    async def rcpt(self, session: Session, rcpt: Rcpt) -> Reply | None:  # type: ignore[override]
+    async def rcpt(self, session: Session, rcpt: Rcpt) -> Reply | None:
         await asyncio.sleep(0)  # a directory lookup would await here
         if rcpt.forward_path.lower() not in self.users:
             return Reply(code=550, text=("No such user",), enhanced="5.1.1")
         return None
 
-    async def message(self, session: Session, envelope: Envelope) -> Reply | None:  # type: ignore[override]
+    async def message(self, session: Session, envelope: Envelope) -> Reply | None:
         await self.queue.put(envelope)
         return Reply(code=250, text=(f"Queued ({self.queue.qsize()} waiting)",), enhanced="2.0.0")
 

@@ -9,7 +9,7 @@ import argparse
 from email.message import EmailMessage
 from functools import partial
 
-import trio
+import trio  # type: ignore[import-untyped, unused-ignore]
 
 from smtpproto.flows import ClientOptions, SendResult, TLSMode
 from smtpproto.trio import TrioSMTPClient

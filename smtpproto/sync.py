@@ -11,10 +11,13 @@ TLS, call the handler, close.  There is no protocol logic here.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from email.message import Message
@@ -73,6 +76,8 @@ class _Transport:
         self.server_side = server_side
         self.stopping = stopping
         self.handler = handler
+        #: time.monotonic() after which reads fail (a server's session cap).
+        self.deadline: float | None = None
 
     def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -97,7 +102,14 @@ class _Transport:
             return self._receive(action)
         elif isinstance(action, Call):
             assert self.handler is not None
-            return getattr(self.handler, action.hook)(*action.args)
+            result = getattr(self.handler, action.hook)(*action.args)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    f"the {action.hook} hook is a coroutine: use the asyncio or trio adapter"
+                )
+            return result
         elif isinstance(action, StartTLS):
             # A client without a context never starts TLS (TLSMode.NEVER);
             # a server without one offers no STARTTLS (checked when made).
@@ -112,11 +124,18 @@ class _Transport:
         return None
 
     def _receive(self, action: Receive) -> bytes:
-        if self.stopping is None or action.timeout is None:
-            self.sock.settimeout(action.timeout)
+        timeout = action.timeout
+        if self.deadline is not None:
+            # The whole session is capped too (ServerSession gets TimeoutError).
+            left = self.deadline - time.monotonic()
+            timeout = left if timeout is None else min(timeout, left)
+            if timeout <= 0:
+                raise TimeoutError("session time is up")
+        if self.stopping is None or timeout is None:
+            self.sock.settimeout(timeout)
             return self.sock.recv(action.size)
         # A server read wakes up now and then to notice a shutdown.
-        left = action.timeout
+        left = timeout
         while True:
             if self.stopping.is_set():
                 raise Shutdown()
@@ -260,6 +279,9 @@ class SMTPServer:
     *ssl_context* (a server context with a certificate) enables STARTTLS,
     or TLS from the first byte with ``implicit_tls=True``.  At most
     *max_connections* sessions run at once; others are answered 421.
+    *session_timeout* caps a whole session (421 when it runs out).  *sock*
+    is a listening socket to use instead of binding one (the CLI passes
+    ``SO_REUSEPORT`` sockets for its workers).
     :meth:`shutdown` gives open sessions 421 and waits for them, so a
     message whose end of data was answered is never lost.
     """
@@ -276,8 +298,9 @@ class SMTPServer:
         max_connections: int = 100,
         timeouts: ServerTimeouts | None = None,
         trusted: Callable[[Any], bool] | None = None,
-        listener: socket.socket | None = None,
+        sock: socket.socket | None = None,
         unix_path: str | None = None,
+        session_timeout: float | None = None,
     ) -> None:
         self.handler = handler if handler is not None else Handler()
         self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
@@ -288,12 +311,15 @@ class SMTPServer:
         self.timeouts = timeouts
         self.trusted = trusted
         self.max_connections = max_connections
-        if listener is not None:
-            self.listener = listener
+        self.session_timeout = session_timeout
+        self._unix_path: str | None = None
+        if sock is not None:
+            self.listener = sock
         elif unix_path is not None:
             self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.listener.bind(unix_path)
             self.listener.listen(128)
+            self._unix_path = unix_path  # ours to remove at shutdown
         else:
             self.listener = socket.create_server((host, port), backlog=128)
         self._stopping = threading.Event()
@@ -319,6 +345,12 @@ class SMTPServer:
                 sock, peer = self.listener.accept()
             except TimeoutError:
                 continue
+            except OSError as exc:
+                # EMFILE, ENFILE, ECONNABORTED...: this connection is lost,
+                # the server is not; pause so a full descriptor table drains.
+                log.warning("smtpproto: accept failed: %s", exc)
+                self._stopping.wait(_POLL)
+                continue
             with self._lock:
                 busy = len(self._threads) >= self.max_connections
                 if not busy:
@@ -331,8 +363,9 @@ class SMTPServer:
 
     def _refuse(self, sock: socket.socket) -> None:
         try:
-            sock.settimeout(1.0)
-            sock.sendall(b"421 4.3.2 Too many connections, try again later\r\n")
+            if not self.implicit_tls:  # a cleartext line means nothing to a TLS client
+                sock.settimeout(1.0)
+                sock.sendall(b"421 4.3.2 Too many connections, try again later\r\n")
         except OSError:
             pass
         sock.close()
@@ -346,6 +379,8 @@ class SMTPServer:
                 assert self.ssl_context is not None
                 sock.settimeout(30.0)
                 transport.sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            if self.session_timeout is not None:
+                transport.deadline = time.monotonic() + self.session_timeout
             trusted = bool(self.trusted and self.trusted(peer))
             session = ServerSession(
                 self.handler, self.config, peer=peer, tls=self.implicit_tls,
@@ -373,6 +408,11 @@ class SMTPServer:
         for thread in threads:
             thread.join(timeout)
         self.listener.close()
+        if self._unix_path is not None:
+            try:
+                os.unlink(self._unix_path)
+            except FileNotFoundError:
+                pass
 
 
 class ServerThread:

@@ -153,7 +153,7 @@ def test_server_tls_settings_are_checked() -> None:
 
 def test_server_on_a_given_listener() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
-    with ServerThread(listener=listener) as server:
+    with ServerThread(sock=listener) as server:
         assert server.address == listener.getsockname()
         with socket.create_connection(server.address, timeout=10) as sock:
             assert sock.recv(100).startswith(b"220")
@@ -188,7 +188,7 @@ def test_refusing_a_client_that_already_left() -> None:
 
 def test_serve_forever_fails_on_a_broken_listener() -> None:
     with socket.socket() as unbound:
-        server = SMTPServer(listener=unbound)
+        server = SMTPServer(sock=unbound)
         with pytest.raises(OSError):
             server.serve_forever()
 

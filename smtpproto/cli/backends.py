@@ -105,7 +105,7 @@ def _sync_main(spec: ServerSpec, sock: socket.socket, ready: Callable[[], None])
 
     server = SMTPServer(
         spec.handler, config=spec.config, ssl_context=spec.ssl_context,
-        implicit_tls=spec.implicit_tls, max_connections=spec.max_connections, listener=sock,
+        implicit_tls=spec.implicit_tls, max_connections=spec.max_connections, sock=sock,
     )
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in _SIGNALS}

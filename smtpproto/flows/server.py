@@ -26,9 +26,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from .. import _replies as R
 from .._connection import NEED_DATA, PAUSED
@@ -55,6 +55,10 @@ from .._state import State
 from ._actions import Call, Close, Flow, Receive, Send, Shutdown, StartTLS
 
 __all__ = ["Session", "Envelope", "Handler", "Reject", "ServerTimeouts", "ServerSession"]
+
+T = TypeVar("T")
+#: What a hook returns: its value, or (in the async adapters) an awaitable of it.
+Maybe: TypeAlias = T | Awaitable[T]
 
 log = logging.getLogger("smtpproto")
 
@@ -127,30 +131,32 @@ class Handler:
     #: instead of whole to :meth:`message`.
     streaming: bool = False
 
-    def connect(self, session: Session) -> Reply | None:
+    def connect(self, session: Session) -> Maybe[Reply | None]:
         """A client connected; return a greeting (554 refuses the session)."""
         return None
 
-    def ehlo(self, session: Session, name: str) -> Reply | None:
+    def ehlo(self, session: Session, name: str) -> Maybe[Reply | None]:
         """EHLO, HELO or LHLO with the client's *name*."""
         return None
 
-    def mail(self, session: Session, mail: Mail) -> Reply | None:
+    def mail(self, session: Session, mail: Mail) -> Maybe[Reply | None]:
         """MAIL FROM, already checked against the grammar and extensions."""
         return None
 
-    def rcpt(self, session: Session, rcpt: Rcpt) -> Reply | None:
+    def rcpt(self, session: Session, rcpt: Rcpt) -> Maybe[Reply | None]:
         """RCPT TO, already checked against the grammar and extensions."""
         return None
 
-    def message_data(self, session: Session, chunk: bytes) -> None:
+    def message_data(self, session: Session, chunk: bytes) -> Maybe[Reply | None]:
         """A chunk of content (streaming handlers only).  Raising (``Reject``
         or any exception) or returning a 4xx/5xx reply refuses the message:
         the rest of its content skips this hook, :meth:`message` is not
         called, and the end of data is answered with the refusal (451 4.3.0
         for an exception)."""
 
-    def message(self, session: Session, envelope: Envelope) -> Reply | Sequence[Reply] | None:
+    def message(
+        self, session: Session, envelope: Envelope
+    ) -> Maybe[Reply | Sequence[Reply] | None]:
         """The message is complete.  Return its reply; an LMTP server may
         return one reply per recipient, in order."""
         return None
@@ -162,17 +168,17 @@ class Handler:
         bool).  The default refuses everybody."""
         return None
 
-    def vrfy(self, session: Session, text: str) -> Reply | None:
+    def vrfy(self, session: Session, text: str) -> Maybe[Reply | None]:
         """VRFY *text*; the default is 252 (RFC 5321 §3.5.3)."""
         return None
 
-    def rset(self, session: Session) -> None:
+    def rset(self, session: Session) -> Maybe[None]:
         """The transaction was reset (RSET)."""
 
-    def quit(self, session: Session) -> None:
+    def quit(self, session: Session) -> Maybe[None]:
         """The client said QUIT."""
 
-    def disconnect(self, session: Session) -> None:
+    def disconnect(self, session: Session) -> Maybe[None]:
         """The connection is over (always called last)."""
 
 
