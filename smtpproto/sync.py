@@ -11,6 +11,7 @@ TLS, call the handler, close.  There is no protocol logic here.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -51,6 +52,10 @@ log = logging.getLogger("smtpproto")
 T = TypeVar("T")
 # How often a blocked read looks at the server's shutdown flag.
 _POLL = 0.2
+# accept() failures that concern one connection or a passing shortage.
+_TRANSIENT_ACCEPT_ERRORS = {
+    errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO,
+}
 
 
 def default_helo_name() -> str:
@@ -346,8 +351,10 @@ class SMTPServer:
             except TimeoutError:
                 continue
             except OSError as exc:
-                # EMFILE, ENFILE, ECONNABORTED...: this connection is lost,
-                # the server is not; pause so a full descriptor table drains.
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                    raise
+                # This connection is lost, the server is not; pause so that a
+                # full descriptor table can drain.
                 log.warning("smtpproto: accept failed: %s", exc)
                 self._stopping.wait(_POLL)
                 continue

@@ -432,3 +432,113 @@ def test_server_thread_runs_and_stops() -> None:
         assert thread._thread.is_alive()
     assert not thread._thread.is_alive()
     assert thread.server.listener.fileno() == -1
+
+
+def test_session_timeout_caps_a_whole_session() -> None:
+    """A client that keeps the session busy with NOOPs still hits the cap."""
+    with ServerThread(Recorder(), session_timeout=1.0) as server:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            threading.Event().wait(0.5)  # idle past a poll of the shutdown flag
+            data = b""
+            for _ in range(40):
+                sock.sendall(b"NOOP\r\n")
+                chunk = sock.recv(4096)
+                data += chunk
+                if not chunk or b"421" in data:
+                    break
+                threading.Event().wait(0.1)
+    assert b"421 4.4.2" in data
+
+
+def test_session_time_already_spent() -> None:
+    with ServerThread(Recorder(), session_timeout=1e-9) as server:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+    assert data.startswith(b"220 ") and b"421 4.4.2" in data
+
+
+def test_unix_socket_file_removed_at_shutdown() -> None:
+    with unix_path() as path:
+        server = SMTPServer(unix_path=path)
+        assert os.path.exists(path)
+        server.shutdown()
+        assert not os.path.exists(path)
+        again = SMTPServer(unix_path=path)  # the path can be bound again
+        os.unlink(path)  # somebody else removed it: shutdown still works
+        again.shutdown()
+
+
+def test_implicit_tls_server_refuses_without_cleartext() -> None:
+    """Over max_connections an implicit-TLS server just closes: a cleartext
+    421 would read as a broken handshake to a TLS client."""
+    server = SMTPServer(ssl_context=server_context(), implicit_tls=True, max_connections=0)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            assert sock.recv(100) == b""
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+class FlakyListener:
+    """A listening socket whose first accept() fails like a full fd table."""
+
+    def __init__(self, sock: socket.socket, error: OSError) -> None:
+        self.sock = sock
+        self.errors = [error]
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.errors:
+            raise self.errors.pop()
+        return self.sock.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def test_transient_accept_errors_do_not_stop_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    listener = FlakyListener(socket.create_server(("127.0.0.1", 0)), OSError(errno.EMFILE, "Too many open files"))
+    server = SMTPServer(sock=listener)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        options = ClientOptions(helo_name="c.example", tls=TLSMode.NEVER)
+        with SMTPClient(*server.address[:2], options=options) as client:
+            assert client.send_message(MESSAGE, "a@example.org", ["b@example.org"]).accepted
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert "accept failed" in caplog.text
+
+
+class Pending:
+    """An awaitable that is not a coroutine (a future, say)."""
+
+    def __await__(self) -> Iterator[None]:
+        yield None
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "awaitable"])
+def test_coroutine_hooks_need_an_async_adapter(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    class AsyncHandler(Handler):
+        async def mail(self, session: Any, mail: Any) -> Reply | None:
+            return None
+
+    class AwaitableHandler(Handler):
+        def mail(self, session: Any, mail: Any) -> Any:
+            return Pending()
+
+    handler = AsyncHandler() if kind == "coroutine" else AwaitableHandler()
+
+    options = ClientOptions(helo_name="c.example", tls=TLSMode.NEVER)
+    with ServerThread(handler) as server, SMTPClient(*server.address, options=options) as client:
+        with pytest.raises(errors.SenderRefused) as info:
+            client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
+    assert info.value.reply.code == 451
+    assert "use the asyncio or trio adapter" in caplog.text
