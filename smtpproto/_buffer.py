@@ -14,6 +14,7 @@
 # discards input up to and including the next LF, so the session
 # resynchronises at the next line (§4.5.3.1.4; attack class 7).  Memory
 # therefore never exceeds ``max_line`` plus one ``receive_data`` call.
+# ``head()`` lets the caller see how a line starts before it is dropped.
 from __future__ import annotations
 
 import enum
@@ -46,6 +47,11 @@ class ReceiveBuffer:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
         self.data += data
+
+    def head(self, count: int) -> bytes:
+        """The first *count* octets of the line being collected; ``b""``
+        while the rest of an over-long line is being dropped."""
+        return b"" if self._discarding else bytes(self.data[:count])
 
     def consume(self, count: int) -> bytes:
         """Remove and return the first *count* bytes."""

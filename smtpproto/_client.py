@@ -28,8 +28,9 @@
 # or MAILs than the server's LIMITS (RFC 9422), lines over the limits.
 # Replies are checked as they arrive: malformed lines, codes that change
 # inside a multiline reply, over-long lines or replies (attack class 7),
-# replies nobody asked for, and any byte after the 220 to STARTTLS (attack
-# class 3) are a ``RemoteProtocolError``.
+# replies nobody asked for, a 3xx other than 334 or a 334 that is not
+# strict base64 in an AUTH exchange (attack class 6), and any byte after
+# the 220 to STARTTLS (attack class 3) are a ``RemoteProtocolError``.
 from __future__ import annotations
 
 from collections import deque
@@ -481,6 +482,10 @@ class ClientConnection(ConnectionBase):
                 raise RemoteProtocolError(
                     f"unexpected {reply.code} reply to {_name(command)}"
                 ) from None
+            if new is State.AUTH and reply.code != 334:
+                # RFC 4954 §4: only "334" continues an exchange; any other
+                # 3xx would leave the last challenge to be answered again.
+                raise RemoteProtocolError(f"unexpected {reply.code} reply to {_name(command)}")
         self._apply(command, reply, new)
         self._state = new
         self.last_command = command
@@ -492,7 +497,13 @@ class ClientConnection(ConnectionBase):
         """LMTP: keep the end of data outstanding until every accepted
         recipient got its reply (RFC 2033 §4.2); True while more are due."""
         ends = isinstance(command, EndOfMessage) or (isinstance(command, Bdat) and command.last)
-        if not (self.config.lmtp and ends) or reply.code == 421:
+        if not (self.config.lmtp and ends):
+            return False
+        if reply.code == 421:
+            # §3.8: the session is over; the recipients still due get no
+            # reply, and the 421 is about none of them.
+            self._lmtp_due = None
+            self.lmtp_recipient = None
             return False
         if self._lmtp_due is None:
             self._lmtp_due = max(1, len(self._accepted))
@@ -513,13 +524,15 @@ class ClientConnection(ConnectionBase):
                 self.challenge = decode_sasl(text) if text else b""
             except GrammarError:
                 raise RemoteProtocolError("334 challenge is not valid base64") from None
+        if isinstance(command, Mail) and self._state is State.READY:
+            # A new transaction, opened or refused: the last one's recipients
+            # no longer count (LMTP counts its end-of-data replies by them).
+            self._accepted = []
         if reply.is_success:
             if isinstance(command, (Ehlo, Lhlo)):
                 self.capabilities = Capabilities.from_reply(reply)
             elif isinstance(command, (Helo, Xclient)):
                 self.capabilities = Capabilities.none()
-            elif isinstance(command, Mail):
-                self._accepted = []
             elif isinstance(command, Rcpt):
                 self._accepted.append(command)
             elif isinstance(command, (Auth, AuthResponse)) and reply.code == 235:

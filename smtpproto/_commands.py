@@ -174,15 +174,22 @@ def _required_text(cls: type[Vrfy] | type[Expn]) -> Callable[[str, bool], Comman
 def decode_sasl(text: str) -> bytes:
     """Decode one base64 SASL message (RFC 4954 §4); ``=`` is empty.
 
-    Strict: padding is required and no character outside the base64
-    alphabet is allowed (attack class 6: unpadded or invalid base64).
+    Strict: padding is required, no character outside the base64 alphabet
+    is allowed, and the encoding must be canonical (attack class 6:
+    unpadded or invalid base64).
     """
     if text == "=":
         return b""
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
     except (ValueError, UnicodeEncodeError):
-        raise GrammarError("invalid base64 in the SASL exchange", 501, "5.5.2") from None
+        data = None
+    # The decoder ignores excess padding ("QUFB====") and non-zero pad bits
+    # ("QUF="); only the canonical encoding (RFC 4648 §3.5) is taken.
+    if data is None or base64.b64encode(data) != raw:
+        raise GrammarError("invalid base64 in the SASL exchange", 501, "5.5.2")
+    return data
 
 
 def _parse_auth(argument: str, lenient: bool) -> Command:

@@ -52,9 +52,9 @@ def _parse_v1(buf: bytearray) -> ProxyHeader | None:
         return None
     line = bytes(buf[:end])
     del buf[: end + 2]
+    # The line starts with "PROXY " (parse_proxy_header checked the first
+    # six octets, and none of them is the CR of the line end).
     words = line.decode("ascii", "replace").split(" ")
-    if words[0] != "PROXY" or len(words) < 2:
-        raise ProxyError(f"malformed PROXY v1 header {line!r}")
     family = words[1]
     if family == "UNKNOWN":
         # "the receiver must ignore anything presented before the CRLF"

@@ -24,7 +24,9 @@
 # first, then its octets as ``MessageData``, then ``EndOfChunk`` or
 # ``EndOfMessage`` (LAST), which awaits the reply.  A refused chunk's
 # octets are read and dropped (up to ``max_bdat_discard``) before its
-# ``CommandRejected`` comes out, so the stream stays in step.  An EOF
+# ``CommandRejected`` comes out, so the stream stays in step; a BDAT line
+# that cannot be read at all (bad size, control character, bare LF, too
+# long) ends the session, since its octets cannot be found.  An EOF
 # before the end gives ``ConnectionClosed``: nothing may be delivered.
 #
 # TLS.  After the 220 to STARTTLS the state is TLS and nothing more is
@@ -33,7 +35,8 @@
 # ``tls_established()`` forgets the EHLO name, the extensions offered and
 # any AUTH state (RFC 3207 §4.2).  AUTH runs a fresh SASL mechanism per
 # attempt (``_server_auth``); LMTP (RFC 2033) awaits one reply per accepted
-# recipient at the end of data; a PROXY header is read before the greeting.
+# recipient at the end of data, and for a BDAT LAST even when it is refused;
+# a PROXY header is read before the greeting.
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -303,32 +306,57 @@ class ServerConnection(ConnectionBase):
             return self._next_chunk_event()
         if self._state is State.DATA:
             return self._next_data_event()
-        auth = self._state is State.AUTH
-        line = self._buffer.extract_line(self.config.max_auth_line + 2 if auth else self._line_limit)
+        if self._state is State.AUTH:
+            return self._next_sasl_event()
+        # The verb of a line too long to keep (RFC 4954 §4 and RFC 3030 §2
+        # need it: see _refuse_line).
+        head, _ = split_verb(self._buffer.head(5))
+        line = self._buffer.extract_line(self._line_limit)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
         if line is LINE_TOO_LONG:
-            if auth:
-                return self._reject(_AUTH_LINE_TOO_LONG, "SASL response too long", count=False)
-            return self._reject(R.LINE_TOO_LONG, "command line too long")
+            return self._refuse_line(head, R.LINE_TOO_LONG, "command line too long")
         content, crlf = line
+        verb, _ = split_verb(content)
         if not crlf and not self.config.lenient:
             # §2.3.8: lines end with CRLF only; a bare LF is not a line end.
-            return self._reject(R.BAD_LINE, "line ended with a bare LF", count=not auth)
-        if auth:
-            return self._sasl_line(content)
-        verb, _ = split_verb(content)
+            return self._refuse_line(verb, R.BAD_LINE, "line ended with a bare LF")
         limit = self._limits.get(verb, self.config.max_command_line)
         if len(content) + 2 > limit:
-            return self._reject(R.LINE_TOO_LONG, f"{verb} line longer than {limit} octets")
+            reason = f"{verb} line longer than {limit} octets"
+            return self._refuse_line(verb, R.LINE_TOO_LONG, reason)
         try:
             command = parse_command(content, lenient=self.config.lenient)
         except GrammarError as exc:
             reply = R.rejection(exc.code, exc.enhanced, f"Syntax error: {exc}")
             if exc.fatal:
                 raise RemoteProtocolError(str(exc), reply) from None
-            return self._reject(reply, str(exc))
+            return self._refuse_line(verb, reply, str(exc))
         return self._judge(command)
+
+    def _refuse_line(self, verb: str, reply: Reply, reason: str) -> Event:
+        if verb == "BDAT":
+            # RFC 3030 §2: the chunk's octets follow whatever the reply, but
+            # an unreadable BDAT line does not say how many there are.
+            # Reading them as commands would run message content as
+            # commands (attack classes 1 and 7): end the session instead.
+            raise RemoteProtocolError(f"unreadable BDAT line: {reason}", reply)
+        if verb == "AUTH" and reply is R.LINE_TOO_LONG:
+            reply = _AUTH_LINE_TOO_LONG  # RFC 4954 §6: 500 5.5.6
+        return self._reject(reply, reason)
+
+    def _next_sasl_event(self) -> Event | Sentinel:
+        # RFC 4954 §4: one line per 334 challenge.  Refusals of these lines
+        # count as AUTH failures (ServerAuth), not as command errors.
+        line = self._buffer.extract_line(self.config.max_auth_line + 2)
+        if line is None:
+            return self._closed() if self._eof else Sentinel.NEED_DATA
+        if line is LINE_TOO_LONG:
+            return self._sasl_refusal(_AUTH_LINE_TOO_LONG, "SASL response too long")
+        content, crlf = line
+        if not crlf and not self.config.lenient:
+            return self._sasl_refusal(R.BAD_LINE, "line ended with a bare LF")
+        return self._sasl_line(content)
 
     def _next_proxy_event(self) -> Event | Sentinel:
         try:
@@ -349,13 +377,17 @@ class ServerConnection(ConnectionBase):
         try:
             data = decode_sasl(content.decode("ascii"))
         except (GrammarError, UnicodeDecodeError):
-            return self._reject(
+            return self._sasl_refusal(
                 R.rejection(501, "5.5.2", "Invalid base64 in the SASL exchange"),
                 "invalid base64 in the SASL exchange",
-                count=False,
             )
         self._auth.respond(data)
         return self._await(AuthResponse._trusted(data=data), AuthResponse)
+
+    def _sasl_refusal(self, reply: Reply, reason: str) -> Event:
+        reply = self._auth.limited(reply)
+        refusal = CommandRejected._trusted(reply=reply, reason=reason, command=None)
+        return self._await(refusal, CommandRejected)
 
     def _judge(self, command: Command) -> Event | Sentinel:
         if isinstance(command, UnknownCommand):
@@ -440,18 +472,15 @@ class ServerConnection(ConnectionBase):
         self._awaiting_event = event
         return event
 
-    def _reject(
-        self, reply: Reply, reason: str, command: Command | None = None, count: bool = True
-    ) -> Event:
-        return self._await(self._rejection(reply, reason, command, count), CommandRejected)
+    def _reject(self, reply: Reply, reason: str, command: Command | None = None) -> Event:
+        return self._await(self._rejection(reply, reason, command), CommandRejected)
 
-    def _rejection(
-        self, reply: Reply, reason: str, command: Command | None, count: bool = True
-    ) -> CommandRejected:
+    def _rejection(self, reply: Reply, reason: str, command: Command | None) -> CommandRejected:
         # Errors are counted when answered (see _after_reply); the one that
         # would reach max_errors is suggested a 421 instead (attack class 7).
-        # SASL exchange lines do not count: AUTH failures have their own bound.
-        if count and self._errors + 1 >= self.config.max_errors:
+        # SASL exchange lines do not come here: AUTH failures have their
+        # own bound (_sasl_refusal).
+        if self._errors + 1 >= self.config.max_errors:
             reply, reason = R.TOO_MANY_ERRORS, "too many errors"
         return CommandRejected._trusted(reply=reply, reason=reason, command=command)
 
@@ -471,6 +500,10 @@ class ServerConnection(ConnectionBase):
             )
         self._deferred = self._rejection(refusal, refusal.message, command)
         self._discard_left = command.size
+        if command.last:
+            # RFC 2033 §4.3: in LMTP, BDAT LAST takes one reply per accepted
+            # recipient, a refusal too (the client core counts the same).
+            self._replies_due = self._lmtp_replies()
         return self._discard()
 
     def _discard(self) -> Event | Sentinel:
@@ -592,8 +625,11 @@ class ServerConnection(ConnectionBase):
             if state is State.AUTH:
                 self._auth.finish(reply)
                 return State.CLOSED if reply.code == 421 else State.READY  # RFC 4954 §4
-            if reply.code >= 400:
-                self._errors += 1  # an unknown command the application implements is no error
+            if reply.code >= 400 and self._replies_due <= 1:
+                # Once per command (an LMTP BDAT LAST may take several
+                # replies); an unknown command the application implements
+                # is no error.
+                self._errors += 1
             if reply.code == 421:
                 return State.CLOSED
             command = event.command if isinstance(event, CommandRejected) else None
@@ -659,6 +695,6 @@ _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     StartTLS: lambda s: _STARTTLS_READY,
     Auth: lambda s: s.auth_reply(),
     AuthResponse: lambda s: s.auth_reply(),
-    AuthCancel: lambda s: AUTH_CANCELLED,
+    AuthCancel: lambda s: s._auth.limited(AUTH_CANCELLED),
     Xclient: lambda s: s.greeting(),
 }

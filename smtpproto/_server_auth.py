@@ -14,9 +14,11 @@
 # callback, so an asynchronous application may look it up however it
 # likes between ``next_event()`` and ``send()``.
 #
-# Failures are counted per session; the reply that reaches the configured
-# number is 421 4.7.0, which closes the session when sent (attack class 6,
-# repeated failures).
+# Failures are counted per session, a cancelled attempt and a malformed
+# response line included; the reply that reaches the configured number is
+# 421 4.7.0, which closes the session when sent (attack class 6, repeated
+# failures).  A 334 of the application's own is refused while a
+# verification request is pending: the mechanism cannot go on without it.
 from __future__ import annotations
 
 import base64
@@ -115,22 +117,36 @@ class ServerAuth:
             return Reply._trusted(code=334, text=(text,), enhanced=None)
         if isinstance(step, Success):
             return AUTH_OK
-        if isinstance(step, Failure):
-            if self.failures + 1 >= self.max_failures:
-                return TOO_MANY_AUTH_FAILURES
-            return rejection(step.code, step.enhanced, step.reason)
-        # A request still pending (resume asked for more): treat as refusal.
-        return self.failure_reply()
+        # No mechanism of smtpproto.sasl asks the application twice, so
+        # resume() has ended the attempt or sent a challenge.
+        assert isinstance(step, Failure), step
+        return self.limited(rejection(step.code, step.enhanced, step.reason))
+
+    def limited(self, reply: Reply) -> Reply:
+        """*reply* to a failed attempt, or 421 when this failure is the last
+        one allowed (attack class 6: close after N failures)."""
+        if self.failures + 1 >= self.max_failures:
+            return TOO_MANY_AUTH_FAILURES
+        return reply
 
     def failure_reply(self) -> Reply:
         """The reply for a failed attempt (421 once failures run out)."""
-        if self.failures + 1 >= self.max_failures:
-            return TOO_MANY_AUTH_FAILURES
-        return rejection(535, "5.7.8", "Authentication credentials invalid")
+        return self.limited(rejection(535, "5.7.8", "Authentication credentials invalid"))
 
     def finish(self, reply: Reply) -> None:
         """Record the reply sent to end or continue the exchange."""
-        if reply.code == 334:
+        if reply.is_intermediate:
+            if reply.code != 334:
+                raise LocalProtocolError(
+                    f"only 334 continues an AUTH exchange (RFC 4954 §4), not {reply.code}"
+                )
+            if self.request is not None:
+                # The mechanism waits for the application's verdict and
+                # cannot take another response before it.
+                raise LocalProtocolError(
+                    f"a 334 cannot be sent while the verification request {self.request!r} "
+                    "is pending; answer it with auth_reply()"
+                )
             return
         if reply.code == 235 and isinstance(self._step, Success):
             self.success = self._step
