@@ -205,7 +205,11 @@ class ClientConnection(ConnectionBase):
                 "the 220 reply to STARTTLS"
             )
         if self._buffer.data or self._eof:
-            self._error = RemoteProtocolError("cleartext data received after the 220 to STARTTLS")
+            self._error = RemoteProtocolError(
+                "cleartext data received after the 220 to STARTTLS"
+                if self._buffer.data
+                else "the connection closed before the TLS handshake"
+            )
             self._state = State.ERROR
             raise self._error
         self.tls = True
@@ -440,7 +444,7 @@ class ClientConnection(ConnectionBase):
         if self._state is State.TLS:
             if self._buffer.data:
                 raise RemoteProtocolError("data received after the 220 to STARTTLS")
-            return PAUSED
+            return self._closed() if self._eof else PAUSED
         while True:
             line = self._buffer.extract_line(self.config.max_reply_line)
             if line is None:

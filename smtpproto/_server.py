@@ -263,8 +263,10 @@ class ServerConnection(ConnectionBase):
                 f"tls_established() called in state {self._state.name}; it belongs after "
                 "the 220 reply to STARTTLS"
             )
-        if self._buffer.data or self._eof:
+        if self._buffer.data:
             self._fail(RemoteProtocolError("cleartext data received after STARTTLS"))
+        if self._eof:
+            self._fail(RemoteProtocolError("the connection closed before the TLS handshake"))
         self.tls = True
         self._state = State.GREETED
         self._esmtp = False
@@ -301,7 +303,7 @@ class ServerConnection(ConnectionBase):
         if self._state is State.TLS:
             if self._buffer.data:
                 raise RemoteProtocolError("cleartext data received after STARTTLS")
-            return PAUSED
+            return self._closed() if self._eof else PAUSED
         if self._chunk is not None:
             return self._next_chunk_event()
         if self._state is State.DATA:
@@ -398,9 +400,11 @@ class ServerConnection(ConnectionBase):
                 return self._reject(R.TOO_MANY_ERRORS, "too many errors", command)
             return self._await(command, UnknownCommand)
         key = key_of(command)
-        refusal = checks.hello_reply(command, self.config.lmtp)
-        if refusal is None and not is_allowed(self._state, key):
+        refusal = None
+        if not is_allowed(self._state, key):
             refusal = checks.sequence_reply(self._state, command)
+        if refusal is None:
+            refusal = checks.hello_reply(command, self.config.lmtp)
         if refusal is None:
             refusal = checks.security_reply(
                 command,

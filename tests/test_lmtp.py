@@ -161,3 +161,15 @@ def test_quit_after_lmtp_delivery() -> None:
     pair.send(Mail(reverse_path="a@example.org"), Rcpt(forward_path="x@example.org"), Data())
     pair.send(MessageData(data=b"m\n"), EndOfMessage())
     assert pair.send(Quit())[0] == Reply(code=221, text=("Bye",), enhanced="2.0.0")
+
+
+def test_refused_lmtp_session_answers_hello_with_503() -> None:
+    """RFC 5321 §3.1: after a 554 greeting, 503 to anything but QUIT, the
+    LMTP server's "use LHLO" included."""
+    server = ServerConnection(LMTP)
+    server.send(Reply(code=554, text=("no service",), enhanced="5.3.2"))
+    for line in (b"EHLO c\r\n", b"HELO c\r\n", b"LHLO c\r\n"):
+        server.receive_data(line)
+        event = server.next_event()
+        assert isinstance(event, CommandRejected) and event.reply.code == 503, line
+        server.send(event.reply)

@@ -8,6 +8,7 @@ from smtpproto import (
     PAUSED,
     ClientConnection,
     CommandRejected,
+    ConnectionClosed,
     Ehlo,
     LocalProtocolError,
     Mail,
@@ -222,3 +223,23 @@ def test_requiretls_only_under_tls() -> None:
     pair = tls_pair()
     with pytest.raises(LocalProtocolError, match="REQUIRETLS extension"):
         pair.client.send(Mail(reverse_path="a@example.org", parameters={"REQUIRETLS": None}))
+
+
+def test_eof_while_waiting_for_the_handshake() -> None:
+    """A peer that hangs up after the 220 ends the session; it is not
+    mistaken for injected data."""
+    pair = tls_pair()
+    pair.send(StartTLS())
+    pair.server.receive_data(b"")
+    assert isinstance(pair.server.next_event(), ConnectionClosed)
+    pair.client.receive_data(b"")
+    assert isinstance(pair.client.next_event(), ConnectionClosed)
+    server_side, client_side = tls_pair(), tls_pair()
+    server_side.send(StartTLS())
+    server_side.server.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="closed before the TLS handshake"):
+        server_side.server.tls_established()
+    client_side.send(StartTLS())
+    client_side.client.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="closed before the TLS handshake"):
+        client_side.client.tls_established()
