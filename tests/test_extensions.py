@@ -12,11 +12,21 @@ from smtpproto.extensions import (
     Dsn,
     EightBitMime,
     EnhancedStatusCodes,
+    AuthExtension,
+    BinaryMime,
+    Chunking,
+    DeliverBy,
     Extension,
+    FutureRelease,
     HelpExtension,
+    Limits,
+    MtPriority,
     Pipelining,
+    RequireTls,
     Size,
     SmtpUtf8,
+    StartTls,
+    XclientExtension,
     owner_of,
 )
 from smtpproto.extensions import dsn
@@ -70,9 +80,17 @@ def test_reprs() -> None:
 
 def test_known_extensions_and_owner_of() -> None:
     assert set(KNOWN_EXTENSIONS) == {
-        Pipelining, Size, EightBitMime, SmtpUtf8, Dsn, EnhancedStatusCodes, HelpExtension
+        Pipelining, Size, EightBitMime, SmtpUtf8, Dsn, EnhancedStatusCodes, HelpExtension,
+        StartTls, AuthExtension, Chunking, BinaryMime, RequireTls, Limits, MtPriority,
+        DeliverBy, FutureRelease, XclientExtension,
     }
     assert owner_of("SIZE") is Size
+    assert owner_of("auth") is AuthExtension
+    assert owner_of("REQUIRETLS") is RequireTls
+    assert owner_of("MT-PRIORITY") is MtPriority
+    assert owner_of("BY") is DeliverBy
+    assert owner_of("HOLDFOR") is owner_of("holduntil") is FutureRelease
+    assert owner_of("XFOO") is None
     assert owner_of("body") is EightBitMime
     assert owner_of("SmtpUtf8") is SmtpUtf8
     assert owner_of("ret") is Dsn
@@ -129,10 +147,23 @@ def test_body_values(value: str) -> None:
     EightBitMime.check_parameter("BODY", value)
 
 
-@pytest.mark.parametrize("value", [None, "", "BINARYMIME", "8BIT", "7BIT8BITMIME"])
+@pytest.mark.parametrize("value", [None, "", "BINARY", "8BIT", "7BIT8BITMIME"])
 def test_body_bad_values(value: str | None) -> None:
     exc = refused(EightBitMime, "BODY", value)
     assert (exc.code, exc.enhanced) == (501, "5.5.4")
+
+
+@pytest.mark.parametrize("value", ["BINARYMIME", "binarymime"])
+def test_body_binarymime_only_where_offered(value: str) -> None:
+    # RFC 3030 §3: BODY=BINARYMIME is a valid BODY value, but a server that
+    # does not offer BINARYMIME (with CHUNKING) refuses it: 501 5.5.4.
+    EightBitMime.check_parameter("BODY", value)
+    mail = Mail(reverse_path="a@b", parameters={"BODY": value})
+    refusal = EightBitMime().check_mail(mail)
+    assert refusal is not None and (refusal.code, refusal.enhanced) == (501, "5.5.4")
+    assert EightBitMime(binarymime=True).check_mail(mail) is None
+    assert EightBitMime.requirements("BODY", value) == ("8BITMIME", "BINARYMIME", "CHUNKING")
+    assert EightBitMime.requirements("BODY", "8BITMIME") == ("8BITMIME",)
 
 
 def test_body_type() -> None:
@@ -320,5 +351,9 @@ def test_capabilities_of_a_server_offer() -> None:
     assert caps.domain == "mx.example"
     assert caps.size == 100_000
     assert set(caps.keywords) == {
-        "PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES", "HELP"
+        "PIPELINING", "SIZE", "8BITMIME", "CHUNKING", "BINARYMIME", "SMTPUTF8", "DSN",
+        "ENHANCEDSTATUSCODES", "LIMITS", "HELP",
     }
+    assert caps.chunking and caps.binarymime
+    assert caps.limits == {"RCPTMAX": 1000}
+    assert not caps.starttls and caps.auth_mechanisms == ()

@@ -42,11 +42,14 @@ from smtpproto import (
     Vrfy,
 )
 from smtpproto.extensions import (
+    BinaryMime,
+    Chunking,
     Dsn,
     EightBitMime,
     EnhancedStatusCodes,
     Extension,
     HelpExtension,
+    Limits,
     Pipelining,
     Size,
     SmtpUtf8,
@@ -340,9 +343,26 @@ CASES = [
     ),
     Case(
         "body-values",
-        EHLO + b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\nMAIL FROM:<a@b.example> BODY=8bitmime\r\n",
+        EHLO + b"MAIL FROM:<a@b.example> BODY=BINARY\r\nMAIL FROM:<a@b.example> BODY=8bitmime\r\n",
         [250, "501 5.5.4", 250],
         [Ehlo, C, Mail],
+    ),
+    # RFC 3030 §3: BODY=BINARYMIME is valid where BINARYMIME (with CHUNKING)
+    # is offered, as it is by default; elsewhere it is a bad value.
+    Case("body-binarymime", EHLO + b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n", [250, 250], [Ehlo, Mail]),
+    Case(
+        "body-binarymime-not-offered",
+        EHLO + b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\nMAIL FROM:<a@b.example> BODY=7BIT\r\n",
+        [250, "501 5.5.4", 250],
+        [Ehlo, C, Mail],
+        config=ServerConfig(binarymime=False),
+    ),
+    Case(
+        "body-binarymime-without-chunking",
+        EHLO + b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\n",
+        [250, "501 5.5.4"],
+        [Ehlo, C],
+        config=ServerConfig(chunking=False),
     ),
     Case("body-7bit", EHLO + b"MAIL FROM:<a@b.example> BODY=7BIT\r\n", [250, 250], [Ehlo, Mail]),
     Case("smtputf8-with-value", EHLO + b"MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n", [250, "501 5.5.4"], [Ehlo, C]),
@@ -459,10 +479,12 @@ CASES = [
     Case("empty-line", b"\r\n", [500], [C]),
     Case(
         "unknown-verb",
-        b"XFOO bar\r\nxclient NAME=x\r\n",
+        b"XFOO bar\r\nxbar NAME=x\r\n",
         ["500 5.5.1", "500 5.5.1"],
         [U, U],
     ),
+    # XCLIENT is a known command now; only a trusted peer may use it.
+    Case("xclient-untrusted", b"xclient NAME=x\r\n", ["550 5.7.0"], [C]),
     Case(
         "too-many-errors",
         b"XFOO\r\nNO\x00OP\r\nDATA x\r\nNOOP\r\n",
@@ -588,8 +610,9 @@ def test_command_rejected_carries_command_and_reason(byte_at_a_time: bool) -> No
     nested, syntax = result.events[2], result.events[3]
     assert isinstance(nested, CommandRejected) and isinstance(syntax, CommandRejected)
     assert nested.command == Mail(reverse_path="sender@example.org")
-    assert nested.reason == "bad sequence"
+    assert nested.reason == "Nested MAIL command"
     assert nested.reply.text == ("Nested MAIL command",)
+    assert (nested.reply.code, nested.reply.enhanced) == (503, "5.5.1")
     assert syntax.command is None
     assert "DATA takes no argument" in syntax.reason
     assert syntax.reply.text[0].startswith("Syntax error:")
@@ -952,13 +975,14 @@ class Deliverby(Extension):
 def test_extensions_offered() -> None:
     server = ServerConnection(ServerConfig(hostname="mx.example", max_message_size=100_000))
     assert [type(ext) for ext in server.extensions] == [
-        Pipelining, Size, EightBitMime, SmtpUtf8, Dsn, EnhancedStatusCodes, HelpExtension
+        Pipelining, Size, EightBitMime, Chunking, BinaryMime, SmtpUtf8, Dsn,
+        EnhancedStatusCodes, Limits, HelpExtension,
     ]
     reply = server.ehlo_reply()
     assert (reply.code, reply.enhanced) == (250, None)
     assert reply.text == (
-        "mx.example", "PIPELINING", "SIZE 100000", "8BITMIME", "SMTPUTF8", "DSN",
-        "ENHANCEDSTATUSCODES", "HELP",
+        "mx.example", "PIPELINING", "SIZE 100000", "8BITMIME", "CHUNKING", "BINARYMIME",
+        "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES", "LIMITS RCPTMAX=1000", "HELP",
     )
     assert server.ehlo_reply("at your service").text[0] == "mx.example at your service"
 
@@ -966,10 +990,16 @@ def test_extensions_offered() -> None:
 def test_disabled_extensions_are_omitted() -> None:
     config = ServerConfig(
         pipelining=False, eightbitmime=False, smtputf8=False, dsn=False,
-        enhanced_status_codes=False, help=False, extra_extensions=(Deliverby(),),
+        enhanced_status_codes=False, help=False, chunking=False, limits=False,
+        extra_extensions=(Deliverby(),),
     )
     server = ServerConnection(config)
     assert server.ehlo_reply().text == ("localhost", "SIZE 33554432", "DELIVERBY 120")
+    # BINARYMIME goes with CHUNKING (RFC 3030 §3): off alone, CHUNKING stays.
+    server = ServerConnection(ServerConfig(binarymime=False, max_transactions=5))
+    text = server.ehlo_reply().text
+    assert "CHUNKING" in text and "BINARYMIME" not in text
+    assert "LIMITS RCPTMAX=1000 MAILMAX=5" in text
 
 
 @pytest.mark.parametrize("byte_at_a_time", MODES)
@@ -1256,7 +1286,7 @@ def test_attack_parser_abuse_is_survivable(line: bytes) -> None:
 
 
 def accept_unknown(server: ServerConnection, event: Event) -> Reply | None:
-    """An application that implements every unknown command (XCLIENT, say)."""
+    """An application that implements every unknown command (XFOO, say)."""
     if isinstance(event, UnknownCommand):
         return Reply(code=220, text=("done",), enhanced="2.0.0")
     return default_responder(server, event)
@@ -1264,7 +1294,7 @@ def accept_unknown(server: ServerConnection, event: Event) -> Reply | None:
 
 def test_accepted_unknown_commands_are_not_errors() -> None:
     result = run(
-        b"XCLIENT ADDR=192.0.2.1\r\nXCLIENT ADDR=192.0.2.2\r\nNOOP\r\n",
+        b"XFOO ADDR=192.0.2.1\r\nXFOO ADDR=192.0.2.2\r\nNOOP\r\n",
         ServerConfig(max_errors=2),
         byte_at_a_time=False,
         responder=accept_unknown,

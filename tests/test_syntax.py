@@ -474,7 +474,7 @@ PARSED = [
     (b"VRFY someone", Vrfy(text="someone")),
     (b"EXPN list", Expn(text="list")),
     (b"XFOO", UnknownCommand(name="XFOO")),
-    (b"xclient ADDR=192.0.2.1", UnknownCommand(name="XCLIENT", argument="ADDR=192.0.2.1")),
+    (b"xfoo ADDR=192.0.2.1", UnknownCommand(name="XFOO", argument="ADDR=192.0.2.1")),
 ]
 
 

@@ -17,10 +17,12 @@ The strategies come in three families:
   :func:`local_parts`, :func:`mailboxes`, :func:`esmtp_parameters`,
   :func:`mail_parameters`, :func:`rcpt_parameters`; and
   :func:`invalid_mailboxes`, which break that grammar one rule at a time;
-* protocol values: :func:`commands` and :func:`replies` (events),
-  :func:`command_lines` (raw bytes, valid and mangled),
-  :func:`message_bodies` (hostile line endings and dots),
-  :func:`sessions` (a valid client session as events) and
+* protocol values: :func:`commands` (every type in :data:`COMMAND_TYPES`,
+  the ESMTP ones included: STARTTLS, AUTH, BDAT, LHLO, XCLIENT) and
+  :func:`replies` (events), :func:`command_lines` (raw bytes, valid and
+  mangled), :func:`message_bodies` (hostile line endings and dots),
+  :func:`sessions` (a valid client session as events: DATA or BDAT
+  transactions, optionally AUTH PLAIN, SMTP or LMTP) and
   :func:`session_transcripts` (the same as wire bytes, made by
   :func:`transcribe`);
 * perturbations: :func:`split_points` and :func:`chunkings` to cut data

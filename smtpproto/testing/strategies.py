@@ -8,7 +8,8 @@
 #   §4.5.3.1 length limits, measured in UTF-8 octets;
 #   ``invalid_mailboxes`` breaks that grammar one rule at a time;
 # * protocol values (command and reply events, raw command lines, message
-#   bodies with hostile line endings, whole client sessions);
+#   bodies with hostile line endings, whole client sessions: SMTP with DATA
+#   or BDAT, with or without AUTH PLAIN, and LMTP);
 # * perturbations (chunkings and split points, byte-level mutations).
 #
 # Everything is composed from ``sampled_from``, ``text(alphabet=...)`` and
@@ -22,8 +23,18 @@ from collections.abc import Iterable, Sequence
 
 from hypothesis import strategies as st
 
-from .._client import ClientConnection
+from .._client import ClientConfig, ClientConnection
 from .._commands import format_command
+from .._esmtp_events import (
+    XCLIENT_ATTRIBUTES,
+    Auth,
+    AuthResponse,
+    Bdat,
+    EndOfChunk,
+    Lhlo,
+    StartTLS,
+    Xclient,
+)
 from .._events import (
     Command,
     Data,
@@ -73,7 +84,10 @@ __all__ = [
     "COMMAND_TYPES",
 ]
 
-#: Every command event type a client can send.
+#: Every command event type a client can send: those of RFC 5321, those
+#: of the ESMTP extensions that add commands (STARTTLS, AUTH, BDAT, LHLO,
+#: XCLIENT) and ``UnknownCommand``.  The SASL lines of an AUTH exchange
+#: (``AuthResponse``, ``AuthCancel``) and message content are not commands.
 COMMAND_TYPES: tuple[type[Command], ...] = (
     Ehlo,
     Helo,
@@ -86,6 +100,11 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Expn,
     Help,
     Quit,
+    StartTLS,
+    Auth,
+    Bdat,
+    Lhlo,
+    Xclient,
     UnknownCommand,
 )
 
@@ -521,11 +540,77 @@ def _unknown_verbs() -> st.SearchStrategy[str]:
     return verb.filter(lambda name: name.upper() not in _KNOWN_VERBS)
 
 
+# Registered SASL mechanisms (RFC 4422 §3.1 names) and made-up ones, in
+# either case: the event upper-cases the name.
+_SASL_MECHANISMS = st.one_of(
+    st.sampled_from(
+        ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "XOAUTH2", "OAUTHBEARER", "EXTERNAL",
+         "plain", "login"]
+    ),
+    # RFC 4422 §3.1: sasl-mech = 1*20mech-char
+    st.text(alphabet=string.ascii_uppercase + string.digits + "-_", min_size=1, max_size=20),
+)
+
+
+def _auths() -> st.SearchStrategy[Auth]:
+    # RFC 4954 §4: no initial response, an empty one ("="), or base64 data;
+    # kept short so the command line stays within 512 octets.
+    initial = st.one_of(st.none(), st.just(b""), st.binary(min_size=1, max_size=96))
+    return st.builds(Auth, mechanism=_SASL_MECHANISMS, initial_response=initial)
+
+
+def _bdats() -> st.SearchStrategy[Bdat]:
+    # RFC 3030 §2: chunk-size = 1*DIGIT.  Mostly small; sometimes larger
+    # than the 64 KB a server must at least accept (RFC 5321 §4.5.3.1.7).
+    size = st.one_of(st.integers(0, 64), st.integers(0, 100_000))
+    return st.builds(Bdat, size=size, last=st.booleans())
+
+
+_PORTS = st.integers(0, 65535).map(str)
+_ADDRESSES = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda address: f"IPV6:{address}"),
+    st.just("[UNAVAILABLE]"),
+)
+# Postfix XCLIENT_README: the attributes and what each value looks like;
+# every value travels as xtext.
+_XCLIENT_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "NAME": st.one_of(domains(max_octets=64), st.sampled_from(["[UNAVAILABLE]", "[TEMPUNAVAIL]"])),
+    "ADDR": _ADDRESSES,
+    "PORT": _PORTS,
+    "PROTO": st.sampled_from(["SMTP", "ESMTP"]),
+    "HELO": domains(max_octets=64),
+    "LOGIN": st.text(alphabet=_PRINTABLE, min_size=1, max_size=20),
+    "DESTADDR": _ADDRESSES,
+    "DESTPORT": _PORTS,
+}
+
+
+@st.composite
+def _xclients(draw: st.DrawFn) -> Xclient:
+    names = draw(
+        st.lists(st.sampled_from(sorted(XCLIENT_ATTRIBUTES)), min_size=1, max_size=4, unique=True)
+    )
+    attributes = {
+        draw(st.sampled_from([name, name.lower()])): xtext_encode(draw(_XCLIENT_VALUES[name]))
+        for name in names
+    }
+    return Xclient(attributes=attributes)
+
+
 def _command_strategy(kind: type[Command]) -> st.SearchStrategy[Command]:
     if kind is Ehlo:
         return st.builds(Ehlo, domain=_HELLO_NAMES)
     if kind is Helo:
         return st.builds(Helo, domain=_HELLO_NAMES)
+    if kind is Lhlo:
+        return st.builds(Lhlo, domain=_HELLO_NAMES)
+    if kind is Auth:
+        return _auths()
+    if kind is Bdat:
+        return _bdats()
+    if kind is Xclient:
+        return _xclients()
     if kind is Mail:
         return st.builds(
             Mail,
@@ -547,7 +632,7 @@ def _command_strategy(kind: type[Command]) -> st.SearchStrategy[Command]:
         return st.builds(Help, topic=_free_text())
     if kind is UnknownCommand:
         return st.builds(UnknownCommand, name=_unknown_verbs(), argument=_free_text())
-    if kind in (Data, Rset, Quit):
+    if kind in (Data, Rset, Quit, StartTLS):
         return st.just(kind())
     raise ValueError(f"not a command type: {kind!r}")
 
@@ -555,12 +640,17 @@ def _command_strategy(kind: type[Command]) -> st.SearchStrategy[Command]:
 def commands(kinds: Iterable[type[Command]] | None = None) -> st.SearchStrategy[Command]:
     """Client command events with valid arguments.
 
-    EHLO/HELO with a domain or address literal, MAIL with a mailbox or the
-    null path and syntactically valid parameters, RCPT with a mailbox or
-    Postmaster, DATA, RSET, NOOP, VRFY, EXPN, HELP, QUIT, and
+    EHLO/HELO/LHLO with a domain or address literal, MAIL with a mailbox or
+    the null path and syntactically valid parameters, RCPT with a mailbox or
+    Postmaster, DATA, RSET, NOOP, VRFY, EXPN, HELP, QUIT, STARTTLS, AUTH
+    with a registered or made-up SASL mechanism and no, an empty or a
+    binary initial response (RFC 4954 §4), ``BDAT size [LAST]`` (RFC 3030;
+    the chunk's octets are not part of the command: send ``size`` octets
+    after it), XCLIENT with one to four attributes and xtext values, and
     ``UnknownCommand`` with a verb the core does not know.  Free-text
-    arguments hold no control characters, so a server parses each command
-    back to an equal event.  *kinds* limits the command types drawn.
+    arguments hold no control characters and every line fits in 512
+    octets, so a server parses each command back to an equal event.
+    *kinds* limits the command types drawn (see :data:`COMMAND_TYPES`).
     """
     chosen = tuple(kinds) if kinds is not None else COMMAND_TYPES
     return st.one_of([_command_strategy(kind) for kind in chosen])
@@ -712,7 +802,25 @@ def chunkings(data: bytes) -> st.SearchStrategy[list[bytes]]:
 
 
 @st.composite
-def _transaction(draw: st.DrawFn, utf8: bool, abort: bool) -> list[Event]:
+def _chunks(draw: st.DrawFn, body: bytes) -> list[Event]:
+    """*body* as one to three BDAT chunks (RFC 3030 §2): ``Bdat(size)``, the
+    octets as ``MessageData`` pieces, ``EndOfChunk``; the last chunk is
+    ``BDAT n LAST`` and ends with ``EndOfMessage``.  Chunks may be empty
+    (``BDAT 0 LAST`` is legal)."""
+    count = draw(st.integers(1, 3))
+    points = sorted(draw(st.integers(0, len(body))) for _ in range(count - 1))
+    pieces = _split(body, points)
+    events: list[Event] = []
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        events.append(Bdat(size=len(piece), last=last))
+        events.extend(MessageData(data=chunk) for chunk in draw(chunkings(piece)))
+        events.append(EndOfMessage() if last else EndOfChunk())
+    return events
+
+
+@st.composite
+def _transaction(draw: st.DrawFn, utf8: bool, abort: bool, chunking: bool) -> list[Event]:
     use_utf8 = utf8 and draw(st.booleans())
     params = draw(mail_parameters(max_size=1_000_000, smtputf8=True if use_utf8 else None))
     reverse_path = draw(st.one_of(st.just(""), mailboxes(utf8=use_utf8)))
@@ -725,35 +833,93 @@ def _transaction(draw: st.DrawFn, utf8: bool, abort: bool) -> list[Event]:
         events.append(Rset())
     else:
         body = draw(message_bodies())
-        if not body.isascii():
+        use_bdat = chunking and draw(st.booleans())
+        body_type = None
+        if use_bdat and draw(st.booleans()):
+            # RFC 3030 §3: BINARYMIME content is sent with BDAT only.
+            body_type = "BINARYMIME"
+        elif not body.isascii():
             # RFC 6152 §3: 8-bit content needs BODY=8BITMIME on MAIL.
+            body_type = "8BITMIME"
+        if body_type is not None:
             params = {key: value for key, value in params.items() if key.upper() != "BODY"}
-            params["BODY"] = "8BITMIME"
-        events.append(Data())
-        events.extend(MessageData(data=chunk) for chunk in draw(chunkings(body)))
-        events.append(EndOfMessage())
+            params["BODY"] = body_type
+        if use_bdat:
+            events.extend(draw(_chunks(body)))
+        else:
+            events.append(Data())
+            events.extend(MessageData(data=chunk) for chunk in draw(chunkings(body)))
+            events.append(EndOfMessage())
     return [Mail(reverse_path=reverse_path, parameters=params), *events]
 
 
+# SASL identities and passwords: printable, no control characters (which a
+# server refuses in an identity) and no NUL (RFC 4616 §2: SAFE).
+_SASL_TEXT = st.text(alphabet=_alphabet(_PRINTABLE, True), min_size=1, max_size=20)
+
+
 @st.composite
-def sessions(draw: st.DrawFn, *, utf8: bool = False, max_steps: int = 4) -> list[Event]:
+def _plain_auth(draw: st.DrawFn) -> list[Event]:
+    """One AUTH PLAIN exchange (RFC 4616): the message ``[authzid] NUL
+    authcid NUL passwd`` as the initial response, or as the answer to the
+    server's empty 334 challenge."""
+    authzid = draw(st.one_of(st.just(""), _SASL_TEXT))
+    authcid, password = draw(_SASL_TEXT), draw(_SASL_TEXT)
+    message = b"\0".join(text.encode("utf-8") for text in (authzid, authcid, password))
+    if draw(st.booleans()):
+        return [Auth(mechanism="PLAIN", initial_response=message)]
+    return [Auth(mechanism="PLAIN"), AuthResponse(data=message)]
+
+
+@st.composite
+def sessions(
+    draw: st.DrawFn,
+    *,
+    utf8: bool = False,
+    max_steps: int = 4,
+    chunking: bool = True,
+    auth: bool = False,
+    lmtp: bool = False,
+) -> list[Event]:
     """A valid client session as a list of client events.
 
     EHLO first, then up to *max_steps* steps among mail transactions (MAIL
-    with extension parameters, 1-3 RCPT, DATA, the body of
-    :func:`message_bodies` as ``MessageData`` chunks, ``EndOfMessage``),
+    with extension parameters, 1-3 RCPT, then the body of
+    :func:`message_bodies` either after DATA as ``MessageData`` chunks and
+    ``EndOfMessage``, or, with *chunking*, as one to three BDAT chunks:
+    ``Bdat``, ``MessageData``, ``EndOfChunk``, and ``Bdat(last=True)``
+    ending with ``EndOfMessage``, sometimes with ``BODY=BINARYMIME``),
     transactions aborted with RSET, RSET, NOOP, HELP, VRFY and a second EHLO;
     QUIT at the end or not.  A server core offering PIPELINING, SIZE,
-    8BITMIME, SMTPUTF8 and DSN with its default limits accepts every
-    command, so each event may be sent after the previous one's reply.
-    With ``utf8=True`` transactions may use non-ASCII addresses (and then
-    declare SMTPUTF8).
+    8BITMIME, CHUNKING, BINARYMIME, SMTPUTF8 and DSN with its default limits
+    (``ServerConfig()``) accepts every command, so each event may be sent
+    after the previous one's reply.  With ``utf8=True`` transactions may use
+    non-ASCII addresses (and then declare SMTPUTF8).
+
+    With ``auth=True`` the session holds one AUTH PLAIN exchange (RFC 4616)
+    outside any transaction: ``Auth`` with the PLAIN message as its initial
+    response, or ``Auth`` alone answered by an ``AuthResponse`` after the
+    server's 334.  A server with ``auth_mechanisms=("PLAIN",)`` and
+    ``auth_plaintext=True`` accepts it when the application answers the
+    ``CheckPassword`` request (``auth_request``) with True through
+    ``auth_reply``; the client needs ``allow_plaintext_auth=True``.
+
+    With ``lmtp=True`` the session is LMTP (RFC 2033): LHLO instead of
+    EHLO, for a ``ServerConfig(lmtp=True)`` and a ``ClientConfig(lmtp=True)``;
+    the end of each message then takes one reply per recipient.
     """
-    events: list[Event] = [Ehlo(domain=draw(_HELLO_NAMES))]
+    hello = Lhlo if lmtp else Ehlo
+    events: list[Event] = [hello(domain=draw(_HELLO_NAMES))]
     steps = ["transaction", "transaction", "aborted", "rset", "noop", "help", "vrfy", "ehlo"]
-    for step in draw(st.lists(st.sampled_from(steps), max_size=max_steps)):
+    chosen = draw(st.lists(st.sampled_from(steps), max_size=max_steps))
+    if auth:
+        # RFC 4954 §4: AUTH once per session, never inside a transaction.
+        chosen.insert(draw(st.integers(0, len(chosen))), "auth")
+    for step in chosen:
         if step == "transaction" or step == "aborted":
-            events.extend(draw(_transaction(utf8, step == "aborted")))
+            events.extend(draw(_transaction(utf8, step == "aborted", chunking)))
+        elif step == "auth":
+            events.extend(draw(_plain_auth()))
         elif step == "rset":
             events.append(Rset())
         elif step == "noop":
@@ -763,51 +929,68 @@ def sessions(draw: st.DrawFn, *, utf8: bool = False, max_steps: int = 4) -> list
         elif step == "vrfy":
             events.append(draw(_command_strategy(Vrfy)))
         else:
-            events.append(Ehlo(domain=draw(_HELLO_NAMES)))
+            events.append(hello(domain=draw(_HELLO_NAMES)))
     if draw(st.booleans()):
         events.append(Quit())
     return events
 
 
-def session_transcripts(*, utf8: bool = False) -> st.SearchStrategy[bytes]:
+def session_transcripts(
+    *, utf8: bool = False, chunking: bool = True, auth: bool = False, lmtp: bool = False
+) -> st.SearchStrategy[bytes]:
     """The client's side of a valid session as wire bytes: :func:`sessions`
-    passed through :func:`transcribe`.  Feed the result, or
-    :func:`mutated_bytes` of it, to a server under test."""
-    return sessions(utf8=utf8).map(transcribe)
+    (with the same options) passed through :func:`transcribe`.  Feed the
+    result, or :func:`mutated_bytes` of it, to a server under test."""
+    return sessions(utf8=utf8, chunking=chunking, auth=auth, lmtp=lmtp).map(transcribe)
+
+
+_TRANSCRIPT_EHLO = (
+    b"250-test.example\r\n250-PIPELINING\r\n250-SIZE 0\r\n250-8BITMIME\r\n"
+    b"250-CHUNKING\r\n250-BINARYMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250 AUTH PLAIN\r\n"
+)
+
+
+def _transcript_replies(client: ClientConnection, event: Event) -> list[bytes]:
+    """The replies a server that accepts everything gives to *event*."""
+    if isinstance(event, (MessageData, Bdat)):
+        return []  # content, or a chunk whose reply follows its octets
+    if isinstance(event, (Ehlo, Lhlo)):
+        return [_TRANSCRIPT_EHLO]
+    if isinstance(event, Data):
+        return [b"354 go ahead\r\n"]
+    if isinstance(event, Quit):
+        return [b"221 bye\r\n"]
+    if isinstance(event, Auth) and event.initial_response is None:
+        return [b"334 \r\n"]
+    if isinstance(event, (Auth, AuthResponse)):
+        return [b"235 2.7.0 ok\r\n"]
+    if isinstance(event, EndOfMessage) and client.config.lmtp:
+        # RFC 2033 §4.2: one reply per accepted recipient.
+        return [b"250 ok\r\n"] * max(1, len(client.accepted_recipients))
+    return [b"250 ok\r\n"]
 
 
 def transcribe(events: Sequence[Event]) -> bytes:
     """The bytes a real :class:`~smtpproto.ClientConnection` sends for the
-    client *events* (commands, dot-stuffed content, end of data), as
-    produced by :func:`sessions`.
+    client *events* (commands, dot-stuffed DATA content, BDAT chunks, SASL
+    lines, end of data), as produced by :func:`sessions`.
 
     The client is told the server offers PIPELINING, SIZE, 8BITMIME,
-    SMTPUTF8 and DSN, and every command is assumed to succeed.  Raises
-    ``LocalProtocolError`` for events that are not a valid session.
+    CHUNKING, BINARYMIME, SMTPUTF8, DSN and AUTH PLAIN, and every command is
+    assumed to succeed (AUTH without an initial response gets an empty 334
+    first).  A session with LHLO is sent by an LMTP client.
+    Raises ``LocalProtocolError`` for events that are not a valid session.
     """
-    client = ClientConnection()
-    greeting = b"220 test.example ESMTP\r\n"
-    ehlo_reply = (
-        b"250-test.example\r\n250-PIPELINING\r\n250-SIZE 0\r\n250-8BITMIME\r\n"
-        b"250-SMTPUTF8\r\n250 DSN\r\n"
-    )
-    client.receive_data(greeting)
+    lmtp = any(isinstance(event, Lhlo) for event in events)
+    client = ClientConnection(ClientConfig(lmtp=lmtp, allow_plaintext_auth=True))
+    client.receive_data(b"220 test.example ESMTP\r\n")
     client.next_event()
     out = bytearray()
     for event in events:
         out += client.send(event)
-        if isinstance(event, MessageData):
-            continue
-        if isinstance(event, Ehlo):
-            reply = ehlo_reply
-        elif isinstance(event, Data):
-            reply = b"354 go ahead\r\n"
-        elif isinstance(event, Quit):
-            reply = b"221 bye\r\n"
-        else:
-            reply = b"250 ok\r\n"
-        client.receive_data(reply)
-        client.next_event()
+        for reply in _transcript_replies(client, event):
+            client.receive_data(reply)
+            client.next_event()
     return bytes(out)
 
 
