@@ -522,7 +522,9 @@ class ClientConnection(ConnectionBase):
         return False
 
     def _apply(self, command: Outstanding, reply: Reply, new: State) -> None:
-        if reply.code == 334:
+        if reply.code == 334 and isinstance(command, (Auth, AuthResponse)):
+            # RFC 4954 §4: a 334 to AUTH carries a base64 challenge.  (A 334
+            # to DATA is just a 3xx: §4.2.1, clients act on the first digit.)
             text = reply.text[0] if reply.text else ""
             try:
                 self.challenge = decode_sasl(text) if text else b""
