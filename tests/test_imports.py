@@ -14,6 +14,10 @@ CORE_MODULES = sorted(
     [p for p in PACKAGE.glob("_*.py") if p.name != "__main__.py"]
     + list((PACKAGE / "extensions").glob("*.py"))
 )
+# The flows and the SASL mechanisms sit below the adapters too: no I/O there.
+NO_IO_MODULES = CORE_MODULES + sorted(
+    list((PACKAGE / "flows").glob("*.py")) + list((PACKAGE / "sasl").glob("*.py"))
+)
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "trio", "threading", "time"}
 
 
@@ -29,7 +33,7 @@ def test_import_smtpproto_pulls_in_no_io_modules() -> None:
 
 def test_core_modules_import_no_io_or_clock() -> None:
     assert len(CORE_MODULES) >= 12
-    for path in CORE_MODULES:
+    for path in NO_IO_MODULES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names: list[str] = []
