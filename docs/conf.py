@@ -21,7 +21,7 @@ _missing = [name for name in ("trio", "hypothesis") if importlib.util.find_spec(
 if _missing:
     raise RuntimeError(
         f"the API reference imports {' and '.join(_missing)}: "
-        "python3 -m pip install -e '.[docs,trio,testing]'"
+        "python3 -m pip install -e '.[docs]'"
     )
 
 sys.path.insert(0, str(Path(__file__).parent / "_ext"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from smtpproto import (
     NEED_DATA,
     PAUSED,
+    Bdat,
     ConnectionClosed,
     EndOfMessage,
     Mail,
@@ -68,6 +69,8 @@ def _process(session: Session, store: Callable[[Received], None]) -> bool:
         if isinstance(event, MessageData):
             session.chunks.append(event.data)
             continue
+        if isinstance(event, Bdat):
+            continue  # a BDAT chunk is answered after its octets (EndOfChunk)
         reply = conn.default_reply()
         if isinstance(event, Mail):
             session.sender, session.recipients, session.chunks = event.reverse_path, [], []

@@ -8,10 +8,8 @@ the streams API so that STARTTLS can refuse to start when cleartext bytes are
 already waiting behind the command (they would otherwise be read as if they
 had come through TLS, RFC 3207 §6).
 
->>> from smtpproto.asyncio import AsyncSMTPClient, AsyncSMTPServer  # doctest: +SKIP
->>> async with AsyncSMTPServer() as server:
-...     async with AsyncSMTPClient(*server.address) as client:
-...         await client.send_message(b"Subject: hi\\r\\n\\r\\nhello\\r\\n", "a@example.org", ["b@example.org"])
+``examples/send_asyncio.py`` and ``examples/async_server.py`` show it at
+work (the tests run them).
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ The adapter is a loop that performs the actions of a flow
 (:mod:`smtpproto.flows`) on a socket: send, receive with a timeout, wrap in
 TLS, call the handler, close.  There is no protocol logic here.
 
->>> from smtpproto.sync import SMTPClient, ServerThread   # doctest: +SKIP
->>> with ServerThread() as server, SMTPClient(*server.address) as client:
-...     client.send_message(b"Subject: hi\\r\\n\\r\\nhello\\r\\n", "a@example.org", ["b@example.org"])
+``examples/send_sync.py``, ``examples/custom_handler_server.py`` and
+``examples/lmtp_delivery_agent.py`` show it at work (the tests run them).
 """
 
 from __future__ import annotations
@@ -423,11 +422,12 @@ class SMTPServer:
 
 
 class ServerThread:
-    """Run an :class:`SMTPServer` in a background thread, for tests::
+    """Run an :class:`SMTPServer` in a background thread, for tests.
 
-        with ServerThread(MyHandler()) as server:
-            host, port = server.address
-            ...
+    Use it as a context manager: entering starts the server, ``address``
+    gives ``(host, port)`` to connect to, and leaving shuts it down (open
+    sessions get 421, accepted messages are kept).  The keyword arguments
+    are those of :class:`SMTPServer`.
     """
 
     def __init__(self, handler: Handler | None = None, **kwargs: Any) -> None:

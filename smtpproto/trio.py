@@ -12,13 +12,7 @@ TLS streams are opened ``https_compatible``, like the standard library's
 ``suppress_ragged_eofs``: a peer that closes without a TLS close_notify is
 an end of file (SMTP's own framing shows whether anything was cut short).
 
->>> async def main() -> None:                                 # doctest: +SKIP
-...     async with trio.open_nursery() as nursery:
-...         server = TrioSMTPServer()
-...         host, port = await nursery.start(server.serve)
-...         async with TrioSMTPClient(host, port) as client:
-...             await client.send_message(b"Subject: hi\\r\\n\\r\\nhi\\r\\n", "a@example.org", ["b@example.org"])
-...         server.shutdown()
+``examples/send_trio.py`` shows it at work (the tests run it).
 """
 
 from __future__ import annotations

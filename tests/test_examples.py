@@ -23,7 +23,7 @@ def selectors_example() -> Iterator[tuple[dict[str, Any], socket.socket, list[An
     listener = socket.create_server(("127.0.0.1", 0))
     received: list[Any] = []
     thread = threading.Thread(
-        target=module["serve"], args=(listener, received.append), kwargs={"max_sessions": 2}
+        target=module["serve"], args=(listener, received.append), kwargs={"max_sessions": 3}
     )
     thread.start()
     yield module, listener, received, thread
@@ -50,14 +50,23 @@ def test_selectors_example_with_smtplib(selectors_example: Any) -> None:
                       mail_options=["SMTPUTF8"])
         code, _ = smtp.verify("bob")
         assert code == 252
+    # A client that sends BDAT chunks (RFC 3030) is served too.
+    from smtpproto.flows import ClientOptions, TLSMode
+    from smtpproto.sync import SMTPClient
+
+    options = ClientOptions(helo_name="client.example", tls=TLSMode.NEVER, chunking=True)
+    with SMTPClient("127.0.0.1", port, options=options) as client:
+        assert client.send_message(b"Subject: bdat\r\n\r\nchunked\r\n", "c@example.org",
+                                   ["d@example.org"]).accepted == ("d@example.org",)
     # A client that hangs up mid-DATA stores nothing.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
                      b"DATA\r\nSubject: cut\r\n\r\npartial")
         sock.recv(4096)
     thread.join(timeout=10)
-    assert len(received) == 2
-    first, second = received
+    assert len(received) == 3
+    first, second, third = received
+    assert third.content == b"Subject: bdat\r\n\r\nchunked\r\n"
     assert first.sender == "alice@example.org"
     assert first.recipients == ["bob@example.org", "carol@example.org"]
     expected = message.as_bytes().replace(b"\n", b"\r\n")

@@ -1,14 +1,9 @@
 """Hypothesis strategies for fuzzing SMTP code built on smtpproto.
 
 Install the ``testing`` extra (``pip install smtpproto[testing]``), which
-brings in Hypothesis, then use the strategies in your own tests::
-
-    from hypothesis import given
-    from smtpproto.testing import mailboxes, message_bodies, mutated_bytes
-
-    @given(mailboxes(utf8=True))
-    def test_my_address_book_accepts(mailbox):
-        ...
+brings in Hypothesis, then use the strategies in your own tests with
+``hypothesis.given``, as this package's own ``tests/test_strategies.py`` and
+``tests/test_properties.py`` do.
 
 The strategies come in three families:
 
