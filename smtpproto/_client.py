@@ -525,7 +525,10 @@ class ClientConnection(ConnectionBase):
         if reply.code == 334 and isinstance(command, (Auth, AuthResponse)):
             # RFC 4954 §4: a 334 to AUTH carries a base64 challenge.  (A 334
             # to DATA is just a 3xx: §4.2.1, clients act on the first digit.)
-            text = reply.text[0] if reply.text else ""
+            if len(reply.text) != 1:
+                # continue-req = "334" SP [base64] CRLF: one line, always.
+                raise RemoteProtocolError("a 334 challenge spans several lines")
+            text = reply.text[0]
             try:
                 self.challenge = decode_sasl(text) if text else b""
             except GrammarError:

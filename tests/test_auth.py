@@ -430,3 +430,13 @@ def test_auth_round_trip_events_equal() -> None:
         AuthResponse(data=b"bob"),
         AuthResponse(data=b"secret"),
     ]
+
+
+def test_attack_auth_multiline_challenge_is_refused() -> None:
+    """RFC 4954 §4: a challenge is one "334 SP base64" line; a client does
+    not pick one line out of several."""
+    pair = auth_pair()
+    pair.client.send(Auth(mechanism="LOGIN"))
+    pair.client.receive_data(b"334-VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n")
+    with pytest.raises(RemoteProtocolError, match="spans several lines"):
+        pair.client.next_event()
