@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._server_config import ServerConfig
+from .flows.server import adapter_config
 from .flows import (
     Call,
     ClientOptions,
@@ -307,9 +308,7 @@ class SMTPServer:
         session_timeout: float | None = None,
     ) -> None:
         self.handler = handler if handler is not None else Handler()
-        self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
-        if ssl_context is None and (implicit_tls or self.config.starttls):
-            raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
+        self.config = adapter_config(config, ssl_context is not None, implicit_tls)
         self.ssl_context = ssl_context
         self.implicit_tls = implicit_tls
         self.timeouts = timeouts

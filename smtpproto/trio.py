@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import trio  # type: ignore[import-untyped, unused-ignore]
 
 from ._server_config import ServerConfig
+from .flows.server import adapter_config
 from .flows import (
     Call, ClientOptions, ClientSession, Close, Flow, Handler, Receive, Send, SendResult,
     ServerSession, ServerTimeouts, Shutdown, StartTLS, TLSMode, errors, prepare,
@@ -296,9 +297,7 @@ class TrioSMTPServer:
         session_timeout: float | None = None,
     ) -> None:
         self.handler = handler if handler is not None else Handler()
-        self.config = config or ServerConfig(starttls=ssl_context is not None and not implicit_tls)
-        if ssl_context is None and (implicit_tls or self.config.starttls):
-            raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
+        self.config = adapter_config(config, ssl_context is not None, implicit_tls)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context

@@ -191,6 +191,18 @@ class ServerTimeouts:
     data: float = 300.0
 
 
+def adapter_config(
+    config: ServerConfig | None, has_certificate: bool, implicit_tls: bool
+) -> ServerConfig:
+    """The configuration an adapter's server runs with: *config*, or by
+    default one that offers STARTTLS when a certificate is given and TLS is
+    not implicit; raises ``ValueError`` when the TLS setup cannot work."""
+    config = config or ServerConfig(starttls=has_certificate and not implicit_tls)
+    if not has_certificate and (implicit_tls or config.starttls):
+        raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
+    return config
+
+
 def offers_auth(handler: Handler) -> bool:
     """True when *handler* overrides :meth:`Handler.auth`."""
     return type(handler).auth is not Handler.auth
