@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ._errors import LocalProtocolError
-from ._events import Command, Event, _check, _local_error
-from ._syntax import GrammarError, parse_domain_or_literal, xtext_decode
+from ._events import Command, Event, _check, _check_domain, _local_error
+from ._syntax import GrammarError, xtext_decode
 
 __all__ = [
     "StartTLS",
@@ -141,11 +141,7 @@ class Lhlo(Command):
     domain: str
 
     def __post_init__(self) -> None:
-        _check("LHLO domain", self.domain)
-        try:
-            parse_domain_or_literal(self.domain)
-        except GrammarError as exc:
-            raise _local_error(exc) from None
+        _check_domain("LHLO domain", self.domain)
 
     def _argument(self) -> str:
         return self.domain

@@ -121,6 +121,15 @@ def _check_path(what: str, mailbox: str, parse: Callable[[str], str]) -> None:
         raise _local_error(exc) from None
 
 
+def _check_domain(what: str, domain: str) -> None:
+    """The argument of EHLO, HELO and LHLO: a Domain or address-literal."""
+    _check(what, domain)
+    try:
+        parse_domain_or_literal(domain)
+    except GrammarError as exc:
+        raise _local_error(exc) from None
+
+
 def _freeze_params(params: Parameters) -> Parameters:
     if not params:
         return _EMPTY_PARAMS
@@ -209,11 +218,7 @@ class Ehlo(Command):
     domain: str
 
     def __post_init__(self) -> None:
-        _check("EHLO domain", self.domain)
-        try:
-            parse_domain_or_literal(self.domain)
-        except GrammarError as exc:
-            raise _local_error(exc) from None
+        _check_domain("EHLO domain", self.domain)
 
     def _argument(self) -> str:
         return self.domain
@@ -227,11 +232,7 @@ class Helo(Command):
     domain: str
 
     def __post_init__(self) -> None:
-        _check("HELO domain", self.domain)
-        try:
-            parse_domain_or_literal(self.domain)
-        except GrammarError as exc:
-            raise _local_error(exc) from None
+        _check_domain("HELO domain", self.domain)
 
     def _argument(self) -> str:
         return self.domain

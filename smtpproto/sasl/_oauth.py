@@ -27,11 +27,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from ._base import Malformed, SASLError
+from ._base import ClientFirst, Malformed, SASLError
 
-__all__ = ["check_token", "parse_kvpairs", "parse_bearer", "error_json", "parse_error"]
+__all__ = [
+    "BearerClient",
+    "check_token",
+    "parse_kvpairs",
+    "parse_bearer",
+    "error_json",
+    "parse_error",
+]
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 _CREDENTIALS_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)", re.ASCII)
@@ -103,3 +110,28 @@ def parse_error(name: str, challenge: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise SASLError(f"{name}: the error challenge is not a JSON object")
     return document
+
+
+class BearerClient(ClientFirst):
+    """What the XOAUTH2 and OAUTHBEARER clients share: one message, then at
+    most the server's JSON error report, acknowledged with
+    :attr:`error_ack`, after which the exchange cannot succeed."""
+
+    #: The answer to the server's error report.
+    error_ack: ClassVar[bytes]
+    _message: bytes
+    #: The server's JSON error report, once it refused the token.
+    error: dict[str, Any] | None
+
+    def _first_message(self) -> bytes:
+        return self._message
+
+    def _next(self, challenge: bytes) -> bytes:
+        if self.error is not None:
+            raise SASLError(f"{self.name}: the server sent a challenge after the error report")
+        self.error = parse_error(self.name, challenge)
+        return self.error_ack
+
+    @property
+    def complete(self) -> bool:
+        return self._sent_first and self.error is None

@@ -42,7 +42,7 @@ from ._base import (
     malformed,
     rejected,
 )
-from ._oauth import check_token, error_json, parse_bearer, parse_error, parse_kvpairs
+from ._oauth import BearerClient, check_token, error_json, parse_bearer, parse_error, parse_kvpairs
 from ._text import escape_saslname, split_gs2_header
 
 __all__ = ["OAuthBearerClient", "OAuthBearerServer"]
@@ -51,17 +51,19 @@ _HOST_RE = re.compile(r"[\x21-\x7e]+", re.ASCII)
 _PORT_RE = re.compile(rb"0|[1-9][0-9]{0,4}")
 
 
-class OAuthBearerClient(ClientFirst):
+class OAuthBearerClient(BearerClient):
     """The client side of OAUTHBEARER.
 
     *host* and *port* are sent when given (``""`` and ``0`` leave them
     out).  After a refused token, :attr:`error` holds the server's JSON
-    report and :attr:`complete` stays false.
+    report and ``complete`` stays false.
     """
 
     name: ClassVar[str] = "OAUTHBEARER"
     plaintext: ClassVar[bool] = True
     strength: ClassVar[int] = 30
+    # RFC 7628 §3.2.3: the client answers an error with a single ^A.
+    error_ack: ClassVar[bytes] = b"\x01"
 
     def __init__(self, username: str, token: str, *, host: str = "", port: int = 0) -> None:
         super().__init__()
@@ -83,18 +85,6 @@ class OAuthBearerClient(ClientFirst):
         #: The server's JSON error report, once it refused the token.
         self.error: dict[str, Any] | None = None
 
-    def _first_message(self) -> bytes:
-        return self._message
-
-    def _next(self, challenge: bytes) -> bytes:
-        if self.error is not None:
-            raise SASLError("OAUTHBEARER: the server sent a challenge after the error report")
-        self.error = parse_error(self.name, challenge)
-        return b"\x01"
-
-    @property
-    def complete(self) -> bool:
-        return self._sent_first and self.error is None
 
 
 class OAuthBearerServer(ServerMechanism):

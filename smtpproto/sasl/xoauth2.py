@@ -34,21 +34,23 @@ from ._base import (
     malformed,
     rejected,
 )
-from ._oauth import check_token, error_json, parse_bearer, parse_error, parse_kvpairs
+from ._oauth import BearerClient, check_token, error_json, parse_bearer, parse_error, parse_kvpairs
 
 __all__ = ["XOAuth2Client", "XOAuth2Server"]
 
 
-class XOAuth2Client(ClientFirst):
+class XOAuth2Client(BearerClient):
     """The client side of XOAUTH2.
 
     After a refused token, :attr:`error` holds the server's JSON report and
-    :attr:`complete` stays false.
+    ``complete`` stays false.
     """
 
     name: ClassVar[str] = "XOAUTH2"
     plaintext: ClassVar[bool] = True
     strength: ClassVar[int] = 25
+    # XOAUTH2: the client answers the error report with an empty line.
+    error_ack: ClassVar[bytes] = b""
 
     def __init__(self, username: str, token: str) -> None:
         super().__init__()
@@ -61,18 +63,6 @@ class XOAuth2Client(ClientFirst):
         #: The server's JSON error report, once it refused the token.
         self.error: dict[str, Any] | None = None
 
-    def _first_message(self) -> bytes:
-        return self._message
-
-    def _next(self, challenge: bytes) -> bytes:
-        if self.error is not None:
-            raise SASLError("XOAUTH2: the server sent a challenge after the error report")
-        self.error = parse_error(self.name, challenge)
-        return b""
-
-    @property
-    def complete(self) -> bool:
-        return self._sent_first and self.error is None
 
 
 class XOAuth2Server(ServerMechanism):
