@@ -39,6 +39,7 @@ extensions = [
     "public_names",
     "cli_options",
     "attack_tests",
+    "interop_matrix",
 ]
 
 exclude_patterns = ["_build"]

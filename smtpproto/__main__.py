@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .cli import EXIT_USAGE, UsageError
+from .cli.backends import BACKENDS
 from .flows import TLSMode
 
 __all__ = ["main", "build_parser"]
@@ -40,8 +41,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where.add_argument("--unix", metavar="PATH", help="listen on this Unix-domain socket instead")
     where.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="N processes sharing the port (SO_REUSEPORT)")
-    where.add_argument("--backend", choices=("asyncio", "trio", "sync"), default="asyncio",
-                       help="the adapter to run on (default asyncio)")
+    where.add_argument("--backend", choices=BACKENDS, default="asyncio",
+                       help="the adapter to run on (default asyncio; uvloop is asyncio on uvloop's loop)")
     where.add_argument("--max-connections", type=_positive_int, default=100, metavar="N",
                        help="sessions at once per process; more get 421 (default 100)")
     store = serve.add_argument_group("what to do with each message (choose one)")

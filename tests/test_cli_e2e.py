@@ -207,7 +207,7 @@ def test_print_on_sync_with_the_local_host_name(serve: Any) -> None:
 
 @pytest.mark.parametrize(
     ("backend", "number"),
-    [("asyncio", signal.SIGTERM), ("trio", signal.SIGINT), ("sync", signal.SIGTERM)],
+    [("asyncio", signal.SIGTERM), ("uvloop", signal.SIGTERM), ("trio", signal.SIGINT), ("sync", signal.SIGTERM)],
 )
 def test_sigterm_gives_open_sessions_421(serve: Any, backend: str, number: int) -> None:
     server = serve("--port", "0", "--discard", "--backend", backend, "--hostname", HOSTNAME)

@@ -1,5 +1,6 @@
 """Run one server on a listening socket until SIGTERM or SIGINT, on the
-chosen adapter: ``asyncio`` (the default), ``trio`` or ``sync`` (a thread
+chosen adapter: ``asyncio`` (the default), ``uvloop`` (the asyncio adapter
+on uvloop's event loop, an optional extra), ``trio`` or ``sync`` (a thread
 per connection).
 
 Each runner starts the server on the socket it is given, calls ``ready``
@@ -24,7 +25,7 @@ from ..flows import Handler
 __all__ = ["BACKENDS", "ServerSpec", "run_server", "backend_available"]
 
 #: The adapters ``serve --backend`` can use.
-BACKENDS = ("asyncio", "trio", "sync")
+BACKENDS = ("asyncio", "uvloop", "trio", "sync")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -48,6 +49,11 @@ def backend_available(name: str) -> str | None:
             import trio  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
         except ImportError:
             return "the trio backend needs trio (pip install 'smtpproto[trio]')"
+    if name == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "the uvloop backend needs uvloop (pip install 'smtpproto[uvloop]')"
     return None
 
 
@@ -55,6 +61,11 @@ def run_server(backend: str, spec: ServerSpec, sock: socket.socket, ready: Calla
     """Serve on *sock* with *backend* until SIGTERM or SIGINT."""
     if backend == "asyncio":
         asyncio.run(_asyncio_main(spec, sock, ready))
+    elif backend == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_asyncio_main(spec, sock, ready))
     elif backend == "trio":
         import trio  # type: ignore[import-untyped, unused-ignore]
 
