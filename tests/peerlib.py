@@ -208,8 +208,8 @@ class Peer:
     def stop(self) -> None:
         """Stop the peer (its own stop command first, then by pid)."""
         if self.stop_command and self.process.poll() is None:
-            subprocess.run(self.stop_command, capture_output=True, timeout=30, check=False)
-            try:
+            try:  # a hung stop command must not keep us from the pid
+                subprocess.run(self.stop_command, capture_output=True, timeout=30, check=False)
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 pass
@@ -265,12 +265,23 @@ def start_postfix(
     return peer
 
 
-def start_exim(base: Path, cert: Path, key: Path, ca: Path) -> Peer:
-    """A private Exim under *base* (``tests/peers/exim-setup.sh``)."""
+def start_exim(
+    base: Path, cert: Path, key: Path, ca: Path, *, template: Path | None = None
+) -> Peer:
+    """A private Exim under *base* (``tests/peers/exim-setup.sh``).
+
+    *template* replaces ``exim.conf.in`` as the configuration (``@B@`` and
+    ``@EXIM@`` are filled in the same way), e.g. for the relay instance.
+    """
     exim = exim_binary()
     assert exim is not None, "require(exim=True) first"
     port = free_port()
     _run_script(SCRIPTS / "exim-setup.sh", base, cert, key, env={**os.environ, "EXIM": exim})
+    if template is not None:
+        text = template.read_text(encoding="ascii").replace("@B@", str(base))
+        conf = base / "exim.conf"
+        conf.write_text(text.replace("@EXIM@", exim), encoding="ascii")
+        conf.chmod(0o644)  # Exim refuses a configuration others may write
     process = _popen([exim, "-C", str(base / "exim.conf"), "-bdf", "-q1m", "-oX", str(port)])
     peer = Peer("exim", "127.0.0.1", port, process, base, maildir=base / "mail" / "Maildir", ca=ca)
     try:

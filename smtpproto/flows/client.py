@@ -27,12 +27,20 @@
 # timeout, a protocol failure, or anything that stops the content half
 # way (the only way out that delivers nothing).  Refusals leave the session
 # ready for the next message.  A 421 (§3.8) stands for every reply still due.
+#
+# What was negotiated is recorded as it happened, not as configured: how
+# the connection came to be encrypted (``ClientSession.tls_method``), the
+# SASL mechanism that got its 235 (``ClientSession.auth_mechanism``), and
+# per transaction whether MAIL and RCPT went out as one pipelined batch,
+# whether the content went by BDAT, and whether MAIL carried SMTPUTF8
+# (``SendResult.pipelined``, ``.chunked``, ``.smtputf8``).
 from __future__ import annotations
 
 import enum
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from .. import sasl
 from .._client import ClientConfig, ClientConnection
@@ -151,6 +159,16 @@ class SendResult:
     replies: dict[str, Reply]
     #: The reply after the end of data (the last one, for LMTP).
     data_reply: Reply | None
+    #: True when MAIL and the RCPTs (and DATA, when content went by DATA)
+    #: were sent as one batch without waiting for their replies, because
+    #: the server offered PIPELINING (RFC 2920 §3.1); False when each
+    #: command waited for the reply to the one before.
+    pipelined: bool = False
+    #: True when the content went in BDAT chunks (RFC 3030 §2), False when
+    #: it went after DATA (RFC 5321 §4.1.1.4).
+    chunked: bool = False
+    #: True when MAIL carried the SMTPUTF8 parameter (RFC 6531 §3.4).
+    smtputf8: bool = False
 
 
 # Chunks of a BDAT transfer sent before the replies are read (RFC 3030
@@ -183,6 +201,27 @@ class ClientSession:
         self._closed = False
         # The 421 with which the server ended the session, if it did.
         self._closing: Reply | None = None
+        self._tls_method: Literal["implicit", "STARTTLS"] | None = None
+        self._auth_mechanism: str | None = None
+
+    # -- what was negotiated -----------------------------------------------
+
+    @property
+    def tls_method(self) -> Literal["implicit", "STARTTLS"] | None:
+        """How the connection came to be encrypted: ``"implicit"`` (TLS
+        from the first byte, RFC 8314 §3; set once the greeting arrived
+        over it), ``"STARTTLS"`` (upgraded after a 220 to STARTTLS, RFC
+        3207 §4), or None while it is cleartext.  It stays set after the
+        session ends."""
+        return self._tls_method
+
+    @property
+    def auth_mechanism(self) -> str | None:
+        """The SASL mechanism (upper case, e.g. ``"CRAM-MD5"``) of the AUTH
+        exchange the server ended with 235 (RFC 4954 §4), or None when the
+        session did not authenticate.  It stays set after the session
+        ends."""
+        return self._auth_mechanism
 
     # -- plumbing ----------------------------------------------------------
 
@@ -261,6 +300,10 @@ class ClientSession:
         timeouts = self.options.timeouts
         greeting = yield from self._reply(timeouts.greeting, "greeting")
         self.greeting = greeting
+        if self.conn.tls:
+            # The adapter made the TLS connection before the first byte
+            # (RFC 8314 §3), and the greeting came over it.
+            self._tls_method = "implicit"
         if greeting.code != 220:
             if greeting.code == 554:
                 yield from self._quit_quietly()
@@ -307,6 +350,7 @@ class ClientSession:
         # No byte after the 220 can be waiting here: _reply refused any that
         # came with it (attack class 3), and nothing was read since.
         self.conn.tls_established()
+        self._tls_method = "STARTTLS"
         return (yield from self._hello())
 
     def _authenticate(self) -> Flow[None]:
@@ -349,6 +393,7 @@ class ClientSession:
         if not mechanism.complete:
             # SCRAM: a 235 before the server proved it knows the password.
             raise errors.AuthFailed("the server reported success without completing the exchange")
+        self._auth_mechanism = mechanism.name
 
     # -- sending -----------------------------------------------------------
 
@@ -422,6 +467,7 @@ class ClientSession:
         refused: dict[str, Reply] = {}
         replies: dict[str, Reply] = {}
         data_reply: Reply | None = None
+        negotiated: SendResult | None = None  # a group's result: what its transaction did
         failures: list[errors.SMTPError] = []
         for start in range(0, len(outgoing.recipients), limit):
             group = outgoing.recipients[start : start + limit]
@@ -442,6 +488,7 @@ class ClientSession:
                         )
                     accepted += result.accepted
                     data_reply = result.data_reply or data_reply
+                    negotiated = result
                     refused.update(result.refused)
                     replies.update(result.replies)
                     continue
@@ -451,11 +498,16 @@ class ClientSession:
             if all(isinstance(exc, errors.RecipientsRefused) for exc in failures):
                 raise errors.RecipientsRefused(refused)
             raise next(exc for exc in failures if not isinstance(exc, errors.RecipientsRefused))
+        assert negotiated is not None  # some group delivered
         return SendResult(
             accepted=tuple(accepted),
             refused=refused,
             replies={r: replies[r] for r in outgoing.recipients if r in replies},
             data_reply=data_reply,
+            # Every group ran under the same EHLO reply and options.
+            pipelined=negotiated.pipelined,
+            chunked=negotiated.chunked,
+            smtputf8=negotiated.smtputf8,
         )
 
     def _transaction(self, outgoing: Outgoing, recipients: list[str]) -> Flow[SendResult]:
@@ -509,7 +561,8 @@ class ClientSession:
             # only way out that delivers nothing is to close.
             yield from self._close()
             raise
-        return self._result(recipients, accepted, refused, finals)
+        result = self._result(recipients, accepted, refused, finals)
+        return replace(result, pipelined=pipelining, chunked=bdat, smtputf8="SMTPUTF8" in mail.parameters)
 
     def _send_data(self, outgoing: Outgoing) -> Flow[list[Reply]]:
         timeouts = self.options.timeouts

@@ -23,6 +23,15 @@
 # Timeouts are the adapter's (each Receive carries one); a timeout,
 # ``Shutdown`` or a protocol error ends the session with 421 (or the
 # error's own reply), and the transport is closed.
+#
+# What was negotiated is recorded as observed, without a clock: the AUTH
+# mechanism that got its 235 (``Session.auth_mechanism``), whether the
+# content came by BDAT (``Envelope.chunked``), and whether a command of
+# the transaction was pipelined (``Envelope.pipelined``).  A command is
+# pipelined when the core hands it out while the reply to the command
+# ahead of it is still unsent: replies wait in ``_out`` until the input
+# is drained, so the command was already received before that reply
+# went out (RFC 2920 §3.1).
 from __future__ import annotations
 
 import logging
@@ -36,6 +45,7 @@ from .._errors import LocalProtocolError, RemoteProtocolError
 from .._esmtp_events import Auth, AuthResponse, Bdat, Lhlo, ProxyHeader, Xclient
 from .._events import (
     ConnectionClosed,
+    Data,
     Ehlo,
     EndOfMessage,
     Event,
@@ -76,6 +86,10 @@ class Session:
     tls: bool = False
     #: The authenticated identity, once AUTH succeeded.
     auth_identity: str | None = None
+    #: The SASL mechanism (upper case, e.g. ``"PLAIN"``) of the AUTH
+    #: exchange that succeeded with 235 (RFC 4954 §4), or None.  Like the
+    #: identity, forgotten after STARTTLS (RFC 3207 §4.2).
+    auth_mechanism: str | None = None
     #: The name given in EHLO/HELO/LHLO.
     ehlo_name: str | None = None
     #: The PROXY protocol header, when one was read.
@@ -95,6 +109,21 @@ class Envelope:
     #: The content as received (unstuffed; line ends as sent), or None for
     #: a streaming handler, which got it through ``message_data``.
     content: bytes | None = None
+    #: True when the content came in BDAT chunks (RFC 3030 §2), False
+    #: when it came after DATA (RFC 5321 §4.1.1.4).
+    chunked: bool = False
+    #: True when at least one command of the transaction (MAIL, RCPT,
+    #: DATA or BDAT) had been received before the reply to the command
+    #: ahead of it was sent: the client did not wait for that reply (RFC
+    #: 2920 §3.1).  This is what the server observed: commands a client
+    #: sends without waiting but that arrive in separate reads, each
+    #: after the previous reply went out, look unpipelined.
+    pipelined: bool = False
+
+    @property
+    def smtputf8(self) -> bool:
+        """True when MAIL carried the SMTPUTF8 parameter (RFC 6531 §3.4)."""
+        return "SMTPUTF8" in self.mail.parameters
 
     @property
     def sender(self) -> str:
@@ -233,6 +262,12 @@ class ServerSession:
         self._chunks: list[bytes] = []
         # A streaming handler's refusal of the message being received.
         self._refusal: Reply | None = None
+        # The negotiation record (see the theory of operation): the event
+        # just read came while a reply was unsent; the transaction so far.
+        self._early = False
+        self._pipelined = False
+        self._chunked = False
+        self._mechanism: str | None = None
         #: Messages this session delivered (a 2xx after their end of data).
         self.delivered = 0
 
@@ -314,6 +349,7 @@ class ServerSession:
                 self.session.tls = True
                 self.session.ehlo_name = None
                 self.session.auth_identity = None
+                self.session.auth_mechanism = None
 
     def _next_event(self, timeout: float) -> Flow[Event]:
         conn = self.conn
@@ -326,6 +362,7 @@ class ServerSession:
                 continue
             assert event is not PAUSED, "every event is answered before the next"
             assert isinstance(event, Event)
+            self._early = bool(self._out)
             return event
 
     def _handle(self, event: Event) -> Flow[None]:
@@ -339,6 +376,10 @@ class ServerSession:
                 if isinstance(failure, Reply) and not failure.is_success:
                     self._refusal = failure
             return
+        if isinstance(event, (Rcpt, Data, Bdat)):
+            self._pipelined |= self._early
+        if isinstance(event, Bdat):
+            self._chunked = True
         if isinstance(event, (Bdat, ProxyHeader)):
             return  # answered after the chunk's octets / not a command
         if isinstance(event, EndOfMessage):
@@ -358,12 +399,16 @@ class ServerSession:
         elif isinstance(event, Mail):
             self._chunks = []
             self._refusal = None
+            self._pipelined = self._early
+            self._chunked = False
             hook = "mail"
             answer = yield from self._call(hook, event)
         elif isinstance(event, Rcpt):
             hook = "rcpt"
             answer = yield from self._call(hook, event)
         elif isinstance(event, (Auth, AuthResponse)):
+            if isinstance(event, Auth):
+                self._mechanism = event.mechanism
             request = conn.auth_request
             if request is not None:
                 hook = "auth"
@@ -393,6 +438,7 @@ class ServerSession:
                 session.ehlo_name = event.domain
             elif isinstance(event, (Auth, AuthResponse)) and reply.code == 235:
                 session.auth_identity = conn.auth_identity
+                session.auth_mechanism = self._mechanism
 
     def _end_of_message(self) -> Flow[None]:
         conn = self.conn
@@ -404,7 +450,13 @@ class ServerSession:
         if refusal is not None:
             answer: Any = refusal  # the streaming hook refused the message
         else:
-            envelope = Envelope(mail=mail, recipients=list(conn.recipients), content=content)
+            envelope = Envelope(
+                mail=mail,
+                recipients=list(conn.recipients),
+                content=content,
+                chunked=self._chunked,
+                pipelined=self._pipelined,
+            )
             answer = yield from self._call("message", envelope)
         due = conn.replies_due
         if isinstance(answer, Reply) or answer is None:

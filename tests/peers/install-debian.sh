@@ -38,4 +38,8 @@ getent group Debian-exim > /dev/null || groupadd --system Debian-exim
 getent passwd Debian-exim > /dev/null || useradd --system --no-create-home \
     --home-dir /nonexistent --shell /usr/sbin/nologin -g Debian-exim Debian-exim
 
+# Postfix's log daemon (postlogd) reads a Unix datagram socket; with the
+# kernel's default queue of 10 datagrams a busy start-up can stall Postfix.
+sysctl -q -w net.unix.max_dgram_qlen=512 || echo "install-debian.sh: could not raise net.unix.max_dgram_qlen" >&2
+
 echo "peers installed: postfix $(postconf -d -h mail_version), exim in $PEERS_DIR/exim"
