@@ -39,6 +39,7 @@ extensions = [
     "public_names",
     "cli_options",
     "attack_tests",
+    "transcripts",
     "interop_matrix",
 ]
 
