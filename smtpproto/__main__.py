@@ -1,4 +1,4 @@
-"""Command line: ``python -m smtpproto serve | send | demo``.
+"""Command line: ``python -m smtpproto serve | send | demo | probe``.
 
 Only the argument parsing lives here; the commands are in
 :mod:`smtpproto.cli`.  Exit status: 0 success, 1 permanent failure, 75
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from . import __version__
 from .cli import EXIT_USAGE, UsageError
 from .cli.backends import BACKENDS
+from .cli.probe import add_parser as _add_probe
 from .flows import TLSMode
 
 __all__ = ["main", "build_parser"]
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a server on a free loopback port with a temporary Maildir, send it a "
         "message, print the SMTP transcript and the stored file.",
     )
+    _add_probe(commands)
     return parser
 
 
@@ -135,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli.demo import run_demo
 
             return run_demo()
+        if args.command == "probe":
+            from .cli.probe import run_probe_command
+
+            return run_probe_command(args)
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog} {args.command}: error: {exc}\n")
     except KeyboardInterrupt:
