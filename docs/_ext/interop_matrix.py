@@ -1,4 +1,4 @@
-"""Render the interoperability matrix the tests wrote.
+"""Render the interoperability matrix and the probe's findings the tests wrote.
 
 ``tests/interop.py`` merges one row per passing test against a real peer
 into ``docs/interop-matrix.json``; the ``interop-matrix`` directive turns
@@ -28,17 +28,17 @@ _COLUMNS = ("Peer", "Scenario", "Our adapters", "TLS", "AUTH", "PIPELINING", "CH
 _ORDER = {"sync": 0, "asyncio": 1, "trio": 2}
 
 
-def _table(rows: list[list[str]]) -> nodes.table:
+def _table(rows: list[list[str]], columns: tuple[str, ...] = _COLUMNS) -> nodes.table:
     table = nodes.table(classes=["interop-matrix"])
-    group = nodes.tgroup(cols=len(_COLUMNS))
+    group = nodes.tgroup(cols=len(columns))
     table += group
-    for _ in _COLUMNS:
+    for _ in columns:
         group += nodes.colspec(colwidth=1)
     head = nodes.thead()
     group += head
     body = nodes.tbody()
     group += body
-    for target, cells in ((head, [list(_COLUMNS)]), (body, rows)):
+    for target, cells in ((head, [list(columns)]), (body, rows)):
         for cells_of_row in cells:
             row = nodes.row()
             for text in cells_of_row:
@@ -88,6 +88,32 @@ class InteropMatrix(SphinxDirective):
         return [_table(rows)]
 
 
+class ProbeResults(SphinxDirective):
+    """``.. probe-results::``: the probe's verdicts on the real MTAs, one
+    row per attack, from ``docs/probe-peers.json`` (written by
+    ``tests/test_probe_peers.py``)."""
+
+    option_spec = {"file": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        path = Path(self.env.srcdir) / self.options.get("file", "probe-peers.json")
+        self.env.note_dependency(str(path))
+        if not path.exists():
+            logger.warning("%s is missing: run the tests to write it", path, location=self.get_location())
+            return []
+        data: dict[str, dict[str, dict[str, Any]]] = json.loads(path.read_text(encoding="utf-8"))
+        peers = sorted(data)
+        attacks = sorted(
+            {(item["class"], name) for results in data.values() for name, item in results.items()}
+        )
+        rows = [
+            [str(number), name, *(data[peer].get(name, {}).get("verdict", "-") for peer in peers)]
+            for number, name in attacks
+        ]
+        return [_table(rows, ("Class", "Attack", *(peer.capitalize() for peer in peers)))]
+
+
 def setup(app: Sphinx) -> ExtensionMetadata:
     app.add_directive("interop-matrix", InteropMatrix)
+    app.add_directive("probe-results", ProbeResults)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
