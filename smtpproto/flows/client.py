@@ -359,19 +359,24 @@ class ClientSession:
         if options.mechanism is not None:
             offered = tuple(m for m in offered if m == options.mechanism.upper())
         assert options.username is not None
+        allow_plaintext = self.conn.tls or options.allow_plaintext_auth
         mechanism = sasl.choose_client_mechanism(
             offered,
             username=options.username,
             password=options.password,
             token=options.token,
-            allow_plaintext=self.conn.tls or options.allow_plaintext_auth,
+            allow_plaintext=allow_plaintext,
             host=options.server_hostname or "",
         )
         if mechanism is None:
+            # Cleartext rules out PLAIN and friends unless allowed (attack
+            # class 8); otherwise every offered mechanism refused the
+            # credentials (a NUL in a PLAIN user name, RFC 4616 §2).  Name
+            # the encryption only when it was the reason.
+            why = "" if allow_plaintext else ", and the connection is not encrypted"
             raise errors.AuthFailed(
-                "no usable AUTH mechanism (offered: "
-                f"{' '.join(self.conn.capabilities.auth_mechanisms) or 'none'}"
-                f"{'' if self.conn.tls else ', and the connection is not encrypted'})"
+                "no usable AUTH mechanism for these credentials (offered: "
+                f"{' '.join(self.conn.capabilities.auth_mechanisms) or 'none'}{why})"
             )
         timeout = options.timeouts.command
         reply = yield from self._command(
