@@ -153,6 +153,11 @@ class ClientConnection(ConnectionBase):
         #: True once the transport is TLS (implicit, or after STARTTLS).
         self.tls = tls
         self._pending: deque[Outstanding] = deque([None])
+        # (state, projected): projected_state() for the queue as it is now,
+        # worked out from that state.  A command sent extends it (so a
+        # pipelined batch costs one step per command, not a walk of the whole
+        # queue each time); a reply, which shortens the queue, drops it.
+        self._projection: tuple[State, State] | None = None
         self._parser = ReplyParser(self.config.max_reply_lines)
         self._stuffer = DotStuffer(self.config.max_line_length)
         self._sent_mail: Mail | None = None
@@ -164,6 +169,8 @@ class ClientConnection(ConnectionBase):
         self._chunk_last = False
         #: What the server offered in its last successful EHLO/LHLO reply.
         self.capabilities = Capabilities.none()
+        self._limits: dict[str, int] = {}
+        self._limits_of: Capabilities | None = None
         #: The command the latest reply answered (None: greeting or 421).
         self.last_command: Outstanding = None
         #: The decoded data of the latest 334 challenge (RFC 4954 §4).
@@ -185,12 +192,21 @@ class ClientConnection(ConnectionBase):
 
     def projected_state(self) -> State:
         """The state reached if every outstanding command succeeds."""
+        cached = self._projection
+        if cached is not None and cached[0] is self._state:
+            return cached[1]
         state = self._state
         for item in self._pending:
-            key: Key = Reply if item is None else key_of(item)
-            if is_allowed(state, key):
-                state = next_state(state, key, expected_digit(key) * 100)
+            state = _project(state, item)
+        self._projection = (self._state, state)
         return state
+
+    def _queue(self, item: Outstanding) -> None:
+        """Put *item* at the end of the queue of commands awaiting replies."""
+        self._pending.append(item)
+        cached = self._projection
+        if cached is not None and cached[0] is self._state:
+            self._projection = (cached[0], _project(cached[1], item))
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake after STARTTLS completed.
@@ -243,20 +259,21 @@ class ClientConnection(ConnectionBase):
         return self._send_command(event)
 
     def _send_content(self, data: bytes | bytearray | memoryview) -> bytes:
+        chunk = bytes(data)  # one copy at most, none for bytes
         if self._chunk_left is not None:
-            if len(data) > self._chunk_left:
+            if len(chunk) > self._chunk_left:
                 raise LocalProtocolError(
-                    f"{len(data)} octets sent but the BDAT chunk has only "
+                    f"{len(chunk)} octets sent but the BDAT chunk has only "
                     f"{self._chunk_left} left"
                 )
-            if not is_ascii_bytes(data):
+            if not chunk.isascii():
                 self._check_8bit()
-            self._chunk_left -= len(data)
-            return bytes(data)
+            self._chunk_left -= len(chunk)
+            return chunk
         self._check_in_data("MessageData")
-        if not is_ascii_bytes(data):
+        if not chunk.isascii():
             self._check_8bit()
-        return self._stuffer.stuff(data)
+        return self._stuffer.stuff(chunk)
 
     def _send_end(self, event: EndOfMessage | EndOfChunk) -> bytes:
         name = type(event).__name__
@@ -273,7 +290,7 @@ class ClientConnection(ConnectionBase):
         if isinstance(event, EndOfChunk):
             raise LocalProtocolError("EndOfChunk without a BDAT chunk")
         self._check_in_data(name)
-        self._pending.append(event)
+        self._queue(event)
         return self._stuffer.end()
 
     def _check_in_data(self, what: str) -> None:
@@ -298,7 +315,7 @@ class ClientConnection(ConnectionBase):
                 f"{type(event).__name__} may only answer a 334 challenge "
                 f"(state {self._state.name})"
             )
-        self._pending.append(event)
+        self._queue(event)
         if isinstance(event, AuthCancel):
             return b"*\r\n"
         return event._line()
@@ -325,7 +342,7 @@ class ClientConnection(ConnectionBase):
         if len(line) > limit:
             raise LocalProtocolError(f"{verb} command line of {len(line)} octets exceeds {limit}")
         self._record(command)
-        self._pending.append(command)
+        self._queue(command)
         return line
 
     def _check_command(self, command: Command, verb: str) -> None:
@@ -350,15 +367,26 @@ class ClientConnection(ConnectionBase):
                 raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
         elif isinstance(command, Xclient) and "XCLIENT" not in caps:
             raise LocalProtocolError("the server did not offer XCLIENT")
-        limits = caps.limits
-        if isinstance(command, Mail) and self._mails_sent >= limits.get("MAILMAX", 1 << 62):
+        if isinstance(command, Mail) and self._mails_sent >= self._limit("MAILMAX"):
             raise LocalProtocolError(
-                f"the server's LIMITS MAILMAX={limits['MAILMAX']} allows no more MAIL commands"
+                f"the server's LIMITS MAILMAX={self._limit('MAILMAX')} allows no more MAIL commands"
             )
-        if isinstance(command, Rcpt) and self._rcpts_sent >= limits.get("RCPTMAX", 1 << 62):
+        if isinstance(command, Rcpt) and self._rcpts_sent >= self._limit("RCPTMAX"):
             raise LocalProtocolError(
-                f"the server's LIMITS RCPTMAX={limits['RCPTMAX']} allows no more recipients"
+                f"the server's LIMITS RCPTMAX={self._limit('RCPTMAX')} allows no more recipients"
             )
+
+    def _limit(self, name: str) -> int:
+        """The server's LIMITS value *name* (RFC 9422), or a huge number.
+
+        ``Capabilities.limits`` parses the EHLO line on each call; its result
+        is kept for as long as ``capabilities`` is the same object.
+        """
+        caps = self.capabilities
+        if self._limits_of is not caps:
+            self._limits = caps.limits
+            self._limits_of = caps
+        return self._limits.get(name, 1 << 62)
 
     def _check_auth(self, command: Auth) -> None:
         if self.authenticated:
@@ -469,6 +497,7 @@ class ClientConnection(ConnectionBase):
                 return reply
             raise RemoteProtocolError(f"reply {reply.code} arrived with no command outstanding")
         command = self._pending.popleft()
+        self._projection = None
         if self._lmtp_more(command, reply):
             return reply
         key: Key = Reply if command is None else key_of(command)
@@ -552,6 +581,15 @@ class ClientConnection(ConnectionBase):
             self.authenticated = False
 
 
+def _project(state: State, item: Outstanding) -> State:
+    """The state after *item*, sent in *state*, if it gets the reply hoped
+    for; a command out of sequence there leaves the state alone."""
+    key: Key = Reply if item is None else key_of(item)
+    if is_allowed(state, key):
+        return next_state(state, key, expected_digit(key) * 100)
+    return state
+
+
 def _name(command: Outstanding) -> str:
     if command is None:
         return "the greeting"
@@ -562,10 +600,3 @@ def _name(command: Outstanding) -> str:
     if isinstance(command, (AuthResponse, AuthCancel)):
         return "the SASL response"
     return command.verb
-
-
-def is_ascii_bytes(data: bytes | bytearray | memoryview) -> bool:
-    """True when every octet of *data* is below 128."""
-    if isinstance(data, memoryview):
-        data = data.tobytes()
-    return data.isascii()

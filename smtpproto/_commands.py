@@ -90,6 +90,13 @@ def _split_path(text: str) -> tuple[str, str]:
     if not text.startswith("<"):
         path, _, rest = text.partition(" ")
         return path, rest
+    if '"' not in text and "[" not in text:
+        # No quoted local part and no address literal (the usual case): the
+        # first ">" closes the path, and no per-character walk is needed.
+        index = text.find(">")
+        if index >= 0:
+            return _close_path(text, index)
+        raise GrammarError("path is not closed with '>'", 501, "5.5.4")
     quoted = escaped = literal = False
     for index, char in enumerate(text):
         if escaped:
@@ -103,11 +110,17 @@ def _split_path(text: str) -> tuple[str, str]:
         elif char == "[" and not quoted:
             literal = True
         elif char == ">" and not quoted:
-            rest = text[index + 1 :]
-            if rest and not rest.startswith(" "):
-                raise GrammarError(f"garbage after path: {rest!r}", 501, "5.5.4")
-            return text[: index + 1], rest[1:]
+            return _close_path(text, index)
     raise GrammarError("path is not closed with '>'", 501, "5.5.4")
+
+
+def _close_path(text: str, index: int) -> tuple[str, str]:
+    """Split *text* after the ``>`` at *index*, which must end the text or
+    be followed by a space and the parameters."""
+    rest = text[index + 1 :]
+    if rest and not rest.startswith(" "):
+        raise GrammarError(f"garbage after path: {rest!r}", 501, "5.5.4")
+    return text[: index + 1], rest[1:]
 
 
 def _path_and_params(argument: str, prefix: str, lenient: bool) -> tuple[str, str]:

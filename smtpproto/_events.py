@@ -73,15 +73,32 @@ class Event:
     def _trusted(cls, **kwargs: Any) -> Self:
         """Build an event from values a parser has already validated."""
         self = object.__new__(cls)
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name in kwargs:
-                value = kwargs[f.name]
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
+        try:
+            spec = _TRUSTED_FIELDS[cls]
+        except KeyError:
+            spec = _TRUSTED_FIELDS[cls] = _field_spec(cls)
+        for name, default, factory in spec:
+            if name in kwargs:
+                value = kwargs[name]
+            elif factory is not None:
+                value = factory()
             else:
-                value = f.default
-            object.__setattr__(self, f.name, value)
+                value = default
+            object.__setattr__(self, name, value)
         return self
+
+
+# The fields of each event class as (name, default, default factory), read
+# from ``dataclasses.fields`` once per class: ``_trusted`` runs for every
+# parsed command and reply, and ``fields()`` walks the class each time.
+_TRUSTED_FIELDS: dict[type[Event], tuple[tuple[str, Any, Callable[[], Any] | None], ...]] = {}
+
+
+def _field_spec(cls: type[Event]) -> tuple[tuple[str, Any, Callable[[], Any] | None], ...]:
+    return tuple(
+        (f.name, f.default, None if f.default_factory is MISSING else f.default_factory)
+        for f in fields(cls)  # type: ignore[arg-type]
+    )
 
 
 class Command(Event):

@@ -17,6 +17,11 @@
 #
 # The bottom of the module is the catalogue of ready replies the server core
 # suggests for every protocol error, each with its RFC 3463 enhanced code.
+#
+# Replies are built once.  The catalogue's wire forms are made at import
+# (``preformat``), so sending 250 Sender OK is a dictionary lookup; a
+# ``ReplyParser`` remembers the one-line replies it has parsed, so the 250
+# to every RCPT of a session is checked and built the first time only.
 from __future__ import annotations
 
 import re
@@ -56,6 +61,13 @@ def format_reply(reply: Reply, *, enhanced_codes: bool = True) -> bytes:
     With ``enhanced_codes=False`` the enhanced status code is left out (a
     server that does not offer ENHANCEDSTATUSCODES).
     """
+    wire = _WIRE.get(id(reply))
+    if wire is not None:
+        return wire[1 if enhanced_codes else 0]
+    return _format(reply, enhanced_codes)
+
+
+def _format(reply: Reply, enhanced_codes: bool) -> bytes:
     code = str(reply.code)
     enhanced = reply.enhanced if enhanced_codes else None
     last = len(reply.text) - 1
@@ -85,6 +97,11 @@ class ReplyParser:
         self.max_lines = max_lines
         self._code = b""
         self._lines: list[str] = []
+        # One-line replies already parsed, by their wire line: a session
+        # hears the same few replies again and again (250 for each MAIL and
+        # RCPT, 354 for each DATA), and a Reply is immutable.  Bounded: a
+        # server sending ever new lines only makes it start over.
+        self._seen: dict[bytes, Reply] = {}
 
     @property
     def in_progress(self) -> bool:
@@ -93,6 +110,11 @@ class ReplyParser:
 
     def feed(self, line: bytes | bytearray) -> Reply | None:
         """Take one line (without its CRLF); return the reply when complete."""
+        line = bytes(line)  # no copy for bytes; a bytearray cannot be a key
+        if not self._lines:
+            seen = self._seen.get(line)
+            if seen is not None:
+                return seen  # checked and built when first seen
         match = _LINE_RE.fullmatch(line)
         if match is None:
             raise RemoteProtocolError(f"malformed reply line {bytes(line[:80])!r}")
@@ -113,7 +135,16 @@ class ReplyParser:
                 )
             return None
         lines, self._lines = self._lines, []
-        return _build_reply(int(code), lines)
+        reply = _build_reply(int(code), lines)
+        if len(lines) == 1:
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[line] = reply
+        return reply
+
+
+#: How many distinct one-line replies a ``ReplyParser`` remembers.
+_SEEN_LIMIT = 64
 
 
 def _build_reply(code: int, lines: list[str]) -> Reply:
@@ -166,3 +197,28 @@ SHUTTING_DOWN = _r(421, "4.3.2", "Service shutting down, closing connection")
 def rejection(code: int, enhanced: str, text: str) -> Reply:
     """A one-line reply built from validated parts (no re-validation)."""
     return Reply._trusted(code=code, text=(text,), enhanced=enhanced)
+
+
+def preformat(reply: Reply) -> Reply:
+    """Keep the wire forms of *reply*, a reply that lives as long as the
+    program (a module constant), so ``format_reply`` builds it only once.
+
+    The table is keyed by ``id()``; it holds the reply itself too, so that
+    id can never be reused by another object.
+    """
+    _WIRE[id(reply)] = (_format(reply, False), _format(reply, True))
+    _KEEP.append(reply)
+    return reply
+
+
+# id(reply) -> (wire form without, with the enhanced status code).
+_WIRE: dict[int, tuple[bytes, bytes]] = {}
+_KEEP: list[Reply] = []
+for _reply in (
+    OK, SENDER_OK, RECIPIENT_OK, START_DATA, MESSAGE_ACCEPTED, RESET_OK, CLOSING,
+    VRFY_CANNOT, HELP_TEXT, EXPN_DISABLED, UNRECOGNIZED, LINE_TOO_LONG, BAD_LINE,
+    NOT_IMPLEMENTED, BAD_SEQUENCE, NEED_EHLO, NEED_MAIL, NESTED_MAIL, NEED_QUIT,
+    NO_VALID_RECIPIENTS, TOO_MANY_RECIPIENTS, MESSAGE_TOO_BIG, BARE_LINE_ENDING,
+    NEEDS_SMTPUTF8, TOO_MANY_ERRORS, INPUT_OVERFLOW, SHUTTING_DOWN,
+):
+    preformat(_reply)

@@ -92,9 +92,13 @@ __all__ = ["ServerConfig", "ServerConnection"]
 
 # Placeholder key the greeting answers (the table's CONNECTED row).
 _GREETING = Reply
-_STARTTLS_READY = R.rejection(220, "2.0.0", "Ready to start TLS")
-_PIPELINED_AFTER_STARTTLS = R.rejection(554, "5.5.1", "Command pipelined after STARTTLS")
-_AUTH_LINE_TOO_LONG = R.rejection(500, "5.5.6", "Authentication Exchange line is too long")
+_STARTTLS_READY = R.preformat(R.rejection(220, "2.0.0", "Ready to start TLS"))
+_PIPELINED_AFTER_STARTTLS = R.preformat(
+    R.rejection(554, "5.5.1", "Command pipelined after STARTTLS")
+)
+_AUTH_LINE_TOO_LONG = R.preformat(
+    R.rejection(500, "5.5.6", "Authentication Exchange line is too long")
+)
 
 
 class ServerConnection(ConnectionBase):
@@ -283,9 +287,10 @@ class ServerConnection(ConnectionBase):
         raise error
 
     def _next_event(self) -> Event | Sentinel:
-        streaming = self._state is State.DATA or self._chunk is not None or self._discard_left
-        if len(self._buffer) > self.config.max_receive_buffer and (
-            self._awaiting is not None or not streaming
+        buffered = len(self._buffer.data)
+        if buffered > self.config.max_receive_buffer and (
+            self._awaiting is not None
+            or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
         ):
             # Input piling up unread: a pipeline flood, or a peer that talks
             # on while its commands await replies (attack class 7).  Message
@@ -311,8 +316,9 @@ class ServerConnection(ConnectionBase):
         if self._state is State.AUTH:
             return self._next_sasl_event()
         # The verb of a line too long to keep (RFC 4954 §4 and RFC 3030 §2
-        # need it: see _refuse_line).
-        head, _ = split_verb(self._buffer.head(5))
+        # need it: see _refuse_line).  No line is too long while the whole
+        # buffer is within the limit, so only then is it worth reading.
+        head = split_verb(self._buffer.head(5))[0] if buffered > self._line_limit else ""
         line = self._buffer.extract_line(self._line_limit)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
