@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from email.message import Message
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._server_config import ServerConfig
 from .flows.server import adapter_config
@@ -59,6 +59,8 @@ class _Stream(asyncio.Protocol):
         self.server_side = False
         self.handler: Handler | None = None
         self.deadline: float | None = None
+        #: The action being performed (a cancelled session looks at it).
+        self.action: object = None
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._eof = self._stopping = False
@@ -69,8 +71,9 @@ class _Stream(asyncio.Protocol):
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Any loop's stream transport (uvloop's is not an asyncio.Transport
+        # subclass, but has the same methods).
+        self.transport = cast(asyncio.Transport, transport)
         if self._on_connect is not None:
             self._on_connect(self)
 
@@ -93,6 +96,15 @@ class _Stream(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def _abandon(self) -> None:
+        """Abort the transport and count the connection as lost without
+        waiting for ``connection_lost``, which is not coming: after a
+        failed ``loop.start_tls()`` the transport's protocol is the TLS
+        layer, which passes the loss on only once its handshake succeeded."""
+        if self.transport is not None:
+            self.transport.abort()
+        self.connection_lost(None)
+
     def pause_writing(self) -> None:
         self._writable.clear()
 
@@ -105,17 +117,21 @@ class _Stream(asyncio.Protocol):
         """Perform *flow*'s actions until it returns; failures are thrown in."""
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                action = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            value, error = None, None
-            try:
-                value = await self._do(action)
-            except Exception as exc:  # noqa: BLE001 - the flow decides
-                error = exc
+        try:
+            while True:
+                try:
+                    action = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                value, error = None, None
+                self.action = action
+                try:
+                    value = await self._do(action)
+                except Exception as exc:  # noqa: BLE001 - the flow decides
+                    error = exc
+        finally:
+            flow.close()  # a cancelled run leaves no suspended flow behind
 
     async def _do(self, action: object) -> Any:
         if isinstance(action, Send):
@@ -174,23 +190,49 @@ class _Stream(asyncio.Protocol):
             # Bytes sent before the handshake must not pass for encrypted ones.
             raise ConnectionAbortedError("cleartext data arrived before the TLS handshake")
         assert self.transport is not None
-        transport = await self._loop.start_tls(
-            self.transport, self, self.ssl_context, server_side=self.server_side, server_hostname=hostname,
-            ssl_handshake_timeout=_TLS_TIMEOUT, ssl_shutdown_timeout=_CLOSE_WAIT,
-        )
+        try:
+            transport = await self._loop.start_tls(
+                self.transport, self, self.ssl_context, server_side=self.server_side, server_hostname=hostname,
+                ssl_handshake_timeout=_TLS_TIMEOUT, ssl_shutdown_timeout=_CLOSE_WAIT,
+            )
+        except BaseException:
+            self._abandon()  # a failed handshake (a reset, say) ends the connection
+            raise
         if transport is None:
+            self._abandon()
             raise ConnectionAbortedError("the connection closed during the TLS handshake")
         self.transport = transport
 
     async def close(self) -> None:
-        """Close and wait until the transport is gone (aborted if slow)."""
+        """Close and wait until the transport is gone (aborted if slow);
+        never longer than twice ``_CLOSE_WAIT``."""
         if self.transport is None or self.lost.done():
             return
         self.transport.close()
         await asyncio.wait([self.lost], timeout=_CLOSE_WAIT)
         if not self.lost.done():
             self.transport.abort()
-            await self.lost
+            await asyncio.wait([self.lost], timeout=_CLOSE_WAIT)
+        if not self.lost.done():
+            self.connection_lost(None)  # the transport never reported its end
+
+
+def _disconnected(action: object) -> bool:
+    """Has a server flow that was at *action* called its disconnect hook?
+    (It is the flow's last Call, and Close comes after it.)"""
+    return isinstance(action, Close) or (isinstance(action, Call) and action.hook == "disconnect")
+
+
+async def _disconnect(handler: Handler, session: ServerSession) -> None:
+    """Call *handler*'s disconnect hook for a session whose flow was
+    cancelled, for at most ``_CLOSE_WAIT`` seconds."""
+    try:
+        async with asyncio.timeout(_CLOSE_WAIT):
+            result = handler.disconnect(session.session)
+            if inspect.isawaitable(result):
+                await result
+    except Exception:  # noqa: BLE001 - as the flow does with a failing hook
+        log.exception("smtpproto: the disconnect hook failed")
 
 
 class AsyncSMTPClient:
@@ -391,6 +433,7 @@ class AsyncSMTPServer:
         assert stream.transport is not None
         peer = stream.transport.get_extra_info("peername")
         loop = asyncio.get_running_loop()
+        session: ServerSession | None = None
         try:
             session = ServerSession(
                 self.handler, self.config, peer=peer, tls=self.implicit_tls,
@@ -400,6 +443,12 @@ class AsyncSMTPServer:
             if self.session_timeout is not None:
                 stream.deadline = loop.time() + self.session_timeout
             await stream.run(session.run())
+        except asyncio.CancelledError:
+            # Cancelled (a shutdown's grace time ran out): the flow is gone,
+            # but the handler is promised its disconnect hook, always last.
+            if session is not None and not _disconnected(stream.action):
+                await _disconnect(self.handler, session)
+            raise
         except OSError as exc:
             log.debug("smtpproto: session with %s ended: %s", peer, exc)
         except Exception:  # noqa: BLE001 - one session's failure must not stop the server
@@ -418,7 +467,8 @@ class AsyncSMTPServer:
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, give open sessions 421, and wait for them (at
-        most *timeout* seconds, then they are cancelled)."""
+        most *timeout* seconds, then they are cancelled; the handler's
+        disconnect hook is still called for each)."""
         self._stopping = True
         if self._server is not None:
             self._server.close()

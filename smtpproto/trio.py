@@ -48,6 +48,8 @@ log = logging.getLogger("smtpproto")
 T = TypeVar("T")
 # Seconds a TLS handshake may take (as in the blocking adapter).
 _HANDSHAKE = 30.0
+# Seconds the disconnect hook of a cancelled session may take.
+_LAST_CALL = 5.0
 # accept() failures that mean "out of resources, try again soon".
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
@@ -82,6 +84,8 @@ class _Transport:
     deadline: float = math.inf
     #: The cancel scope of a read that a shutdown may interrupt.
     reading: Any = None
+    #: The action being performed (a cancelled session looks at it).
+    action: object = None
 
     async def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -94,6 +98,7 @@ class _Transport:
                     result: T = stop.value
                     return result
                 value, error = None, None
+                self.action = action
                 try:
                     value = await self.perform(action)
                 except Exception as exc:  # noqa: BLE001 - the flow decides
@@ -152,6 +157,12 @@ class _Transport:
 
     async def close(self) -> None:
         await trio.aclose_forcefully(self.stream)
+
+    def disconnected(self) -> bool:
+        """Has the server flow run here called its disconnect hook?  (It is
+        the flow's last Call, and Close comes after it.)"""
+        action = self.action
+        return isinstance(action, Close) or (isinstance(action, Call) and action.hook == "disconnect")
 
 
 class TrioSMTPClient:
@@ -404,6 +415,7 @@ class TrioSMTPServer:
             peer = transport.stream.socket.getpeername()
         except OSError:
             peer = None
+        session: ServerSession | None = None
         try:
             if self.implicit_tls:
                 await transport.perform(StartTLS())
@@ -412,6 +424,14 @@ class TrioSMTPServer:
                 trusted=bool(self.trusted and self.trusted(peer)), timeouts=self.timeouts,
             )
             await transport.run(session.run())
+        except trio.Cancelled:
+            # Cancelled (a shutdown's grace time ran out, or the caller's
+            # nursery): the flow is gone, but the handler is promised its
+            # disconnect hook, always last.
+            if session is not None and not transport.disconnected():
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + _LAST_CALL):
+                    await self._disconnect(session)
+            raise
         except OSError as exc:
             log.debug("smtpproto: session with %s ended: %s", peer, exc)
         except Exception:  # noqa: BLE001 - one broken session must not stop the server
@@ -421,11 +441,21 @@ class TrioSMTPServer:
             self._transports.discard(transport)
             self._ended.set()
 
+    async def _disconnect(self, session: ServerSession) -> None:
+        """Call the handler's disconnect hook for a cancelled session."""
+        try:
+            result = self.handler.disconnect(session.session)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - as the flow does with a failing hook
+            log.exception("smtpproto: the disconnect hook failed")
+
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting and give sessions waiting for input 421 (the
         others at their next read); :meth:`serve` returns once they have
-        ended, cancelling any still running *timeout* seconds later.  Call
-        it from the trio thread (``trio.from_thread.run_sync`` elsewhere)."""
+        ended, cancelling any still running *timeout* seconds later (their
+        handler's disconnect hook is still called).  Call it from the trio
+        thread (``trio.from_thread.run_sync`` elsewhere)."""
         self._stopping = True
         self._grace = timeout
         if self._accepting is not None:

@@ -193,13 +193,6 @@ def test_attack_3_reply_injected_behind_the_220_aborts(kind: str, mode: TLSMode)
     assert server.client_gone
 
 
-ASYNCIO_HANDSHAKE_RESET = pytest.mark.xfail(
-    strict=True,
-    reason="smtpproto/asyncio.py: after a TLS handshake cut by a reset, _Stream.close() "
-    "waits for ever on `lost` (the SSLProtocol never passes connection_lost on)",
-)
-
-
 @pytest.mark.parametrize("answer", ["plaintext", "hangup", "reset"])
 def test_attack_3_failed_handshake_never_falls_back_to_cleartext(
     kind: str, answer: str, request: pytest.FixtureRequest
@@ -207,8 +200,6 @@ def test_attack_3_failed_handshake_never_falls_back_to_cleartext(
     """Once the handshake began, a server that answers in cleartext, hangs
     up or resets ends the session, promptly: no EHLO, AUTH or MAIL follows
     in cleartext."""
-    if kind == "asyncio" and answer == "reset":
-        request.applymarker(ASYNCIO_HANDSHAKE_RESET)
     tails: dict[str, list[Step]] = {
         "plaintext": [b"250 injected\r\n"],
         "hangup": [HANGUP],

@@ -791,15 +791,6 @@ def test_attack_9_reset_during_the_starttls_handshake_frees_the_session(
     handshake ends its session for good: with ``max_connections=2``, three
     such clients in a row still leave room for a fourth (were the sessions
     left hanging, it would get 421)."""
-    if kind == "asyncio":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="smtpproto/asyncio.py: a handshake cut by a reset leaves the session "
-                "waiting for ever in _Stream.close() (`lost` never resolves); it holds its "
-                "connection slot until shutdown",
-            )
-        )
     handler = Journal()
     config = ServerConfig(starttls=True)
     context = certs.server_context()
