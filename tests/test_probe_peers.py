@@ -35,10 +35,12 @@ def probe(peer: peerlib.Peer) -> ProbeReport:
 
 
 def record(name: str, report: ProbeReport) -> None:
-    """Merge this peer's verdicts into docs/probe-peers.json (sorted, no timings)."""
+    """Merge this peer's verdicts into docs/probe-peers.json (sorted; no
+    timings or reasons, which carry queue ids, so the file changes only
+    when a verdict does)."""
     data = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
     data[name] = {
-        result.name: {"class": result.attack_class, "verdict": result.verdict.value, "reason": result.reason}
+        result.name: {"class": result.attack_class, "verdict": result.verdict.value}
         for result in report.results
     }
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
