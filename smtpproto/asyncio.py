@@ -47,7 +47,18 @@ _CLOSE_WAIT = 5.0
 class _Stream(asyncio.Protocol):
     """One connection as a byte stream: reads with a timeout (and a session
     deadline), writes with flow control, the switch to TLS, a close that
-    waits for the end, and :meth:`run`, which performs a flow's actions."""
+    waits for the end, and :meth:`run`, which performs a flow's actions.
+
+    Cheap per round trip, since a server does one per command: a read that
+    finds bytes waiting, a write the transport takes without pausing and a
+    hook that is not a coroutine are done inline, with no coroutine, timer
+    or event.  A read that must wait parks on one future; its deadline is
+    watched by a single timer per connection that is re-armed lazily: it
+    stays scheduled at the deadline it was set for, and when it fires
+    before the current (later) deadline it schedules itself again, so
+    pushing the deadline on by a command's timeout costs nothing.  A write
+    waits (with its timeout) only while the transport is paused above its
+    high-water mark."""
 
     def __init__(self, on_connect: Callable[[_Stream], None] | None = None) -> None:
         self._on_connect = on_connect
@@ -63,10 +74,16 @@ class _Stream(asyncio.Protocol):
         self.action: object = None
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
-        self._eof = self._stopping = False
+        self._eof = self._stopping = self._paused = False
         self._error: Exception | None = None
-        self._readable, self._writable = asyncio.Event(), asyncio.Event()
-        self._writable.set()
+        # The loop time at which the command being read times out.
+        self._read_deadline: float | None = None
+        # The parked read (or paused write) and the deadline it waits for.
+        self._waiter: asyncio.Future[None] | None = None
+        self._wait_until: float | None = None
+        # The timer watching _wait_until, and the time it is set for.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         #: Done once the transport is gone.
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
@@ -77,22 +94,29 @@ class _Stream(asyncio.Protocol):
         if self._on_connect is not None:
             self._on_connect(self)
 
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) >= _READ_LIMIT and self.transport is not None:
             self.transport.pause_reading()
-        self._readable.set()
+        self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._readable.set()
+        self._wake()
         # Keep a TCP connection open to answer; TLS closes on its own.
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof, self._error = True, exc
-        self._readable.set()
-        self._writable.set()
+        self._eof, self._error, self._paused = True, exc, False
+        self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -106,15 +130,52 @@ class _Stream(asyncio.Protocol):
         self.connection_lost(None)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._paused = False
+        self._wake()
+
+    # -- waiting with a deadline -------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        until = self._wait_until
+        if until is None or self._waiter is None:
+            return  # nobody waits: stay unarmed until somebody does
+        if self._loop.time() >= until:
+            self._wake()
+        else:
+            self._arm(until)
+
+    def _arm(self, until: float) -> None:
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= until:
+                return  # it fires first and re-arms itself for *until*
+            timer.cancel()
+        self._timer_at = until
+        self._timer = self._loop.call_at(until, self._on_timer)
+
+    async def _wait(self, until: float | None) -> None:
+        """Park until woken (bytes, the end, a resumed write, a stop) or
+        until the loop time *until*."""
+        self._waiter = waiter = self._loop.create_future()
+        self._wait_until = until
+        if until is not None:
+            self._arm(until)
+        try:
+            await waiter
+        finally:
+            self._waiter = self._wait_until = None
 
     # -- the flows' actions ------------------------------------------------------
 
     async def run(self, flow: Flow[T]) -> T:
-        """Perform *flow*'s actions until it returns; failures are thrown in."""
+        """Perform *flow*'s actions until it returns; failures are thrown in.
+
+        Send, Call and a Receive that finds bytes waiting are done inline
+        (see the class docstring); the rest go through :meth:`_do`."""
         value: Any = None
         error: BaseException | None = None
         try:
@@ -127,21 +188,30 @@ class _Stream(asyncio.Protocol):
                 value, error = None, None
                 self.action = action
                 try:
-                    value = await self._do(action)
+                    kind = type(action)
+                    if kind is Receive and self._buffer and not self._stopping:
+                        value = self._take(cast(Receive, action))
+                    elif kind is Send:
+                        send = cast(Send, action)
+                        self._write_now(send.data)
+                        if self._paused:
+                            await self._drain(send.timeout)
+                    elif kind is Call:
+                        call = cast(Call, action)
+                        assert self.handler is not None
+                        value = getattr(self.handler, call.hook)(*call.args)
+                        if inspect.isawaitable(value):
+                            value = await value
+                    else:
+                        value = await self._do(action)
                 except Exception as exc:  # noqa: BLE001 - the flow decides
-                    error = exc
+                    value, error = None, exc
         finally:
             flow.close()  # a cancelled run leaves no suspended flow behind
 
     async def _do(self, action: object) -> Any:
-        if isinstance(action, Send):
-            await self.write(action.data, action.timeout)
-        elif isinstance(action, Receive):
-            return await self.read(action.size, action.timeout)
-        elif isinstance(action, Call):
-            assert self.handler is not None
-            result = getattr(self.handler, action.hook)(*action.args)
-            return (await result) if inspect.isawaitable(result) else result
+        if isinstance(action, Receive):
+            return await self.read(action.size, action.timeout, action.continued)
         elif isinstance(action, StartTLS):
             await self.start_tls(action.server_hostname)
         elif isinstance(action, Close):
@@ -151,36 +221,65 @@ class _Stream(asyncio.Protocol):
     def stop(self) -> None:
         """Throw :class:`Shutdown` at the waiting read, or at the next one."""
         self._stopping = True
-        self._readable.set()
+        self._wake()
 
-    async def read(self, size: int, timeout: float | None) -> bytes:
-        if self.deadline is not None:
-            left = self.deadline - self._loop.time()
-            timeout = left if timeout is None else min(timeout, left)
-        async with asyncio.timeout(timeout):
-            while True:
-                if self._stopping:
-                    raise Shutdown()
-                if self.deadline is not None and self._loop.time() >= self.deadline:
-                    raise TimeoutError("the session lasted too long")
-                if self._buffer or self._eof:
-                    break
-                self._readable.clear()
-                await self._readable.wait()
-        if not self._buffer and self._error is not None:
-            raise self._error
+    def _take(self, action: Receive) -> bytes:
+        """A read that finds bytes waiting: no wait, but the same checks
+        and the same deadline bookkeeping as :meth:`read`."""
+        now = self._loop.time()
+        if not action.continued:
+            self._read_deadline = None if action.timeout is None else now + action.timeout
+        if self.deadline is not None and now >= self.deadline:
+            raise TimeoutError("the session lasted too long")
+        return self._consume(action.size)
+
+    def _consume(self, size: int) -> bytes:
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         if len(self._buffer) < _READ_LIMIT and self.transport is not None and not self.lost.done():
             self.transport.resume_reading()
         return data
 
-    async def write(self, data: bytes, timeout: float | None) -> None:
+    async def read(self, size: int, timeout: float | None, continued: bool = False) -> bytes:
+        """Read at most *size* bytes (``b""`` at the end) within *timeout*
+        seconds, or by the deadline of the read this one *continued* (the
+        rest of one command shares its deadline), and the session's."""
+        now = self._loop.time()
+        if not continued:
+            self._read_deadline = None if timeout is None else now + timeout
+        deadline = self._read_deadline
+        if self.deadline is not None:
+            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        while True:
+            if self._stopping:
+                raise Shutdown()
+            if self.deadline is not None and now >= self.deadline:
+                raise TimeoutError("the session lasted too long")
+            if self._buffer or self._eof:
+                break
+            if deadline is not None and now >= deadline:
+                raise TimeoutError("no input within the timeout")
+            await self._wait(deadline)
+            now = self._loop.time()
+        if not self._buffer and self._error is not None:
+            raise self._error
+        return self._consume(size)
+
+    def _write_now(self, data: bytes) -> None:
         if self.transport is None or self.lost.done():
             raise ConnectionResetError("the connection is closed")
         self.transport.write(data)
-        async with asyncio.timeout(timeout):
-            await self._writable.wait()
+        if self.lost.done():
+            raise ConnectionResetError("the connection was lost while writing")
+
+    async def _drain(self, timeout: float | None) -> None:
+        """Wait while the transport is paused (above its high-water mark),
+        at most *timeout* seconds."""
+        until = None if timeout is None else self._loop.time() + timeout
+        while self._paused:
+            if until is not None and self._loop.time() >= until:
+                raise TimeoutError("the peer did not read within the timeout")
+            await self._wait(until)
         if self.lost.done():
             raise ConnectionResetError("the connection was lost while writing")
 

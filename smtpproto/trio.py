@@ -2,15 +2,25 @@
 
 The same API as :mod:`smtpproto.sync`, with ``await``.  The adapter is a
 loop that performs the actions of a flow (:mod:`smtpproto.flows`) on a
-trio stream: send and receive under ``trio.fail_after`` (an expiry is
-thrown into the flow as ``TimeoutError``), wrap the stream in
-``trio.SSLStream``, call (and await) the handler, close.  A broken or
-closed stream becomes a ``ConnectionError`` (or the ``ssl.SSLError``
-behind it).  There is no protocol logic here.
+trio stream: send and receive each under one cancel scope with a deadline
+(an expiry is thrown into the flow as ``TimeoutError``; a read's scope is
+also the one a shutdown cancels), wrap the stream in ``trio.SSLStream``,
+call (and await) the handler, close.  A broken or closed stream becomes a
+``ConnectionError`` (or the ``ssl.SSLError`` behind it).  There is no
+protocol logic here.
 
-TLS streams are opened ``https_compatible``, like the standard library's
-``suppress_ragged_eofs``: a peer that closes without a TLS close_notify is
-an end of file (SMTP's own framing shows whether anything was cut short).
+A peer that closes TLS without a close_notify is an end of file, like the
+standard library's ``suppress_ragged_eofs`` (SMTP's own framing shows
+whether anything was cut short).  Our own close sends close_notify (RFC
+8446 §6.1: "Each party MUST send a close_notify alert before closing its
+write side of the connection"), waiting at most ``_CLOSE_WAIT`` seconds for
+it to go out before closing the socket anyway.  (trio's ``https_compatible``
+mode would do the first but never send close_notify, so the streams are
+opened in standard mode and a ragged end of file is translated here.)
+
+A read's deadline is set when the flow's Receive starts a command; a
+Receive marked ``continued`` (the rest of the same command line) keeps it,
+so ``ServerTimeouts.command`` bounds each command, not each read.
 
 ``examples/send_trio.py`` shows it at work (the tests run it).
 """
@@ -50,24 +60,41 @@ T = TypeVar("T")
 _HANDSHAKE = 30.0
 # Seconds the disconnect hook of a cancelled session may take.
 _LAST_CALL = 5.0
+# Seconds a TLS close may wait for its close_notify to be sent.
+_CLOSE_WAIT = 2.0
 # accept() failures that mean "out of resources, try again soon".
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
 
 
+# trio's errors that _standard() translates.
+_TRIO_ERRORS = (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _standard(exc: BaseException, what: str) -> BaseException:
+    """trio's stream error *exc* as the standard library's, which flows
+    know: ``TimeoutError``, and the ``OSError`` (``ssl.SSLError``...)
+    behind a broken stream or else a ``ConnectionError``."""
+    if isinstance(exc, trio.TooSlowError):
+        return TimeoutError(f"{what} timed out")
+    if isinstance(exc.__cause__, OSError):
+        return exc.__cause__
+    return ConnectionError(str(exc) or "the connection is closed")
+
+
 @contextlib.contextmanager
 def _std_errors(what: str) -> Iterator[None]:
-    """trio's stream errors as the standard library's, which flows know:
-    ``TimeoutError``, and the ``OSError`` (``ssl.SSLError``...) behind a
-    broken stream or else a ``ConnectionError``."""
+    """Translate trio's stream errors raised in the block (see _standard)."""
     try:
         yield
-    except trio.TooSlowError:
-        raise TimeoutError(f"{what} timed out") from None
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        if isinstance(exc.__cause__, OSError):
-            raise exc.__cause__ from None
-        raise ConnectionError(str(exc) or "the connection is closed") from None
+    except _TRIO_ERRORS as exc:
+        raise _standard(exc, what) from None
+
+
+def _ragged_eof(exc: BaseException) -> bool:
+    """Is *exc* (a broken TLS stream) a peer's close without close_notify?"""
+    cause = exc.__cause__
+    return isinstance(cause, ssl.SSLEOFError) or "UNEXPECTED_EOF_WHILE_READING" in str(cause)
 
 
 @dataclass(eq=False)
@@ -82,8 +109,13 @@ class _Transport:
     stopping: Callable[[], bool] | None = None
     #: trio time after which every read times out (the session timeout).
     deadline: float = math.inf
-    #: The cancel scope of a read that a shutdown may interrupt.
+    #: trio time at which the command being read times out (set by a
+    #: Receive that is not ``continued``).
+    read_deadline: float = math.inf
+    #: The cancel scope of a read (its deadline is the read's), which a
+    #: shutdown may also cancel: then ``interrupted`` is set.
     reading: Any = None
+    interrupted: bool = False
     #: The action being performed (a cancelled session looks at it).
     action: object = None
 
@@ -100,9 +132,15 @@ class _Transport:
                 value, error = None, None
                 self.action = action
                 try:
-                    value = await self.perform(action)
+                    if type(action) is Call:  # inline: most hooks are plain functions
+                        assert self.handler is not None
+                        value = getattr(self.handler, action.hook)(*action.args)
+                        if inspect.isawaitable(value):
+                            value = await value
+                    else:
+                        value = await self.perform(action)
                 except Exception as exc:  # noqa: BLE001 - the flow decides
-                    error = exc
+                    value, error = None, exc
         finally:
             flow.close()  # a cancelled run leaves no suspended flow behind
 
@@ -111,35 +149,52 @@ class _Transport:
             assert self.handler is not None
             result = getattr(self.handler, action.hook)(*action.args)
             return (await result) if inspect.isawaitable(result) else result
-        with _std_errors(type(action).__name__):
-            if isinstance(action, Send):
-                with trio.fail_after(math.inf if action.timeout is None else action.timeout):
-                    await self.stream.send_all(action.data)
-            elif isinstance(action, Receive):
+        try:
+            if isinstance(action, Receive):
                 return await self._receive(action)
+            if isinstance(action, Send):
+                if action.timeout is None:
+                    await self.stream.send_all(action.data)
+                else:
+                    with trio.CancelScope(deadline=trio.current_time() + action.timeout) as scope:
+                        await self.stream.send_all(action.data)
+                    if scope.cancelled_caught:
+                        raise TimeoutError("Send timed out")
             elif isinstance(action, StartTLS):
                 await self.start_tls(action.server_hostname)
             elif isinstance(action, Close):
-                await self.stream.aclose()
+                await self.close()
+        except _TRIO_ERRORS as exc:
+            raise _standard(exc, type(action).__name__) from None
         return None
 
     async def _receive(self, action: Receive) -> bytes:
-        timeout = math.inf if action.timeout is None else action.timeout
-        deadline = min(trio.current_time() + timeout, self.deadline)
+        if not action.continued:
+            timeout = math.inf if action.timeout is None else action.timeout
+            self.read_deadline = trio.current_time() + timeout
+        deadline = min(self.read_deadline, self.deadline)
         if self.stopping is not None and self.stopping():
             raise Shutdown()
-        with trio.CancelScope() as self.reading:
+        # One scope for the deadline and a shutdown (not two: this runs
+        # once per command).
+        with trio.CancelScope(deadline=deadline) as self.reading:
             try:
-                with trio.fail_at(deadline):
-                    data: bytes = await self.stream.receive_some(action.size)
-                    return data
+                data: bytes = await self.stream.receive_some(action.size)
+                return data
+            except trio.BrokenResourceError as exc:
+                if _ragged_eof(exc):
+                    return b""
+                raise
             finally:
                 self.reading = None
-        raise Shutdown()  # only a shutdown cancels that scope
+        if self.interrupted:
+            raise Shutdown()
+        raise TimeoutError("Receive timed out")
 
     def interrupt(self) -> None:
         """Throw ``Shutdown`` into the flow if it is waiting for input."""
         if self.reading is not None:
+            self.interrupted = True
             self.reading.cancel()
 
     async def start_tls(self, server_hostname: str | None = None) -> None:
@@ -150,12 +205,18 @@ class _Transport:
             self.ssl_context,
             server_side=self.server_side,
             server_hostname=None if self.server_side else server_hostname,
-            https_compatible=True,
         )
         with trio.fail_after(_HANDSHAKE):
             await self.stream.do_handshake()
 
     async def close(self) -> None:
+        """Close the stream: TLS with a close_notify when it can go out
+        within ``_CLOSE_WAIT`` seconds (shielded, so a cancelled session
+        still says goodbye), and then, or else, forcefully; never raises."""
+        if isinstance(self.stream, trio.SSLStream):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLOSE_WAIT):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await self.stream.aclose()
         await trio.aclose_forcefully(self.stream)
 
     def disconnected(self) -> bool:

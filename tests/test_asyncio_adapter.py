@@ -770,3 +770,120 @@ def test_smtplib_with_starttls_and_login() -> None:
     assert run(main) == {}
     assert store.tls == [True] and store.identities == ["user"]
     assert store.messages[0].recipient_addresses == [RCPT, "c@example.org"]
+
+
+# -- the end of a TLS session and per-command deadlines ------------------------------
+
+
+def strict_tls_quit(address: tuple[str, int], implicit: bool) -> tuple[bytes, bytes]:
+    """A blocking TLS client (STARTTLS, or TLS from the first byte) that
+    says QUIT and reads on with ``suppress_ragged_eofs=False``: the
+    server's close without close_notify raises ``ssl.SSLEOFError``; a
+    clean close reads ``b""``.  Returns (the QUIT reply, what followed)."""
+
+    def reply(sock: Any) -> bytes:
+        data = b""
+        while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] == b"-":
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    raw = socket.create_connection(address, timeout=15.0)
+    context = certs.client_context()
+    try:
+        if not implicit:
+            assert reply(raw).startswith(b"220 ")
+            raw.sendall(b"EHLO strict.example\r\n")
+            assert b"STARTTLS" in reply(raw)
+            raw.sendall(b"STARTTLS\r\n")
+            assert reply(raw).startswith(b"220 ")
+        with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as sock:
+            if implicit:
+                assert reply(sock).startswith(b"220 ")
+            sock.sendall(b"EHLO strict.example\r\n")
+            assert reply(sock).startswith(b"250")
+            sock.sendall(b"QUIT\r\n")
+            return reply(sock), sock.recv(4096)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_tls_session_ends_with_close_notify(implicit: bool) -> None:
+    # RFC 8446 §6.1: "Each party MUST send a close_notify alert before
+    # closing its write side of the connection."
+    async def main() -> tuple[bytes, bytes]:
+        async with AsyncSMTPServer(Store(), ssl_context=certs.server_context(), implicit_tls=implicit) as server:
+            return await asyncio.to_thread(strict_tls_quit, server.address, implicit)
+
+    quit_reply, after = run(main)
+    assert quit_reply.startswith(b"221 ") and after == b""
+
+
+def test_asyncio_client_ends_tls_with_close_notify() -> None:
+    # The client side of RFC 8446 §6.1: a blocking TLS server that reads
+    # with suppress_ragged_eofs=False sees QUIT, then a clean end of file.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(15.0)
+    seen: list[bytes] = []
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(15.0)
+            conn.sendall(b"220 strict.example\r\n")
+            conn.recv(4096)  # EHLO
+            conn.sendall(b"250-strict.example\r\n250 STARTTLS\r\n")
+            conn.recv(4096)  # STARTTLS
+            conn.sendall(b"220 go ahead\r\n")
+            with certs.server_context().wrap_socket(conn, server_side=True, suppress_ragged_eofs=False) as tls:
+                tls.recv(4096)  # EHLO
+                tls.sendall(b"250 strict.example\r\n")
+                seen.append(tls.recv(4096))  # QUIT
+                tls.sendall(b"221 bye\r\n")
+                seen.append(tls.recv(4096))  # b"" only after close_notify
+
+    async def main() -> None:
+        server = asyncio.create_task(asyncio.to_thread(serve_one))
+        host, port = listener.getsockname()[:2]
+        client = AsyncSMTPClient(host, port, options=options(tls=TLSMode.REQUIRED), ssl_context=certs.client_context())
+        await client.connect()
+        await client.quit()
+        await server
+
+    try:
+        run(main)
+    finally:
+        listener.close()
+    assert seen == [b"QUIT\r\n", b""]
+
+
+def test_trickled_command_meets_the_command_deadline() -> None:
+    # RFC 5321 §4.5.3.2.7 gives a server a timeout per command: a client
+    # that sends one octet of EHLO every 0.2 s meets a 0.5 s command
+    # timeout before the line is complete, although no single read waits
+    # that long.
+    line = b"EHLO trickle.example\r\n"
+
+    async def main() -> tuple[int, bytes, bytes]:
+        async with AsyncSMTPServer(Store(), timeouts=ServerTimeouts(command=0.5)) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            assert (await read_reply(reader)).startswith(b"220 ")
+            answer = b""
+            sent = 0
+            for octet in line:
+                writer.write(bytes([octet]))
+                sent += 1
+                try:
+                    answer = await asyncio.wait_for(read_reply(reader), 0.2)
+                except TimeoutError:
+                    continue
+                break
+            after = await reader.read()
+            await close_raw(writer)
+            return sent, answer, after
+
+    sent, answer, after = run(main)
+    assert sent < len(line) and answer.startswith(b"421 4.4.2 ") and after == b""

@@ -403,18 +403,13 @@ def test_slow_senders_time_out_without_starving_others(backend: str, tmp_path: P
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerTimeouts apply to each read, not to each command: a sender "
-    "that trickles a byte faster than the timeout holds its session for ever "
-    "unless session_timeout is set (flows/server.py yields Receive(timeout) "
-    "per read; PROTOCOL.md asks for per-command deadlines)",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trickle_within_a_command_meets_the_command_deadline(backend: str, tmp_path: Path) -> None:
-    # No session cap; 1 s per command.  Ten octets of an EHLO line at 2.5 a
-    # second take 4 s: a command deadline would end the session after about
-    # three of them, but a timeout per read never expires.
+    # No session cap; 1 s per command (RFC 5321 §4.5.3.2.7).  Ten octets of
+    # an EHLO line at 2.5 a second take 4 s: the command's deadline ends the
+    # session after about three of them, although no single read waits 1 s
+    # (the reads that continue a command keep its deadline: Receive's
+    # ``continued``).  The blocking adapter is not run here (BACKENDS).
     with ServerProcess(backend, tmp_path / "server.log", timeouts={"command": 1.0, "data": 1.0}) as server:
         outcome = run(lambda: slow_sender(server.address, b"", b"EHLO slow.example\r\n"[:10], 0.4))
     assert outcome.ended_by_server and b"421 4.4.2 " in outcome.transcript, outcome

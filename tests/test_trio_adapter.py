@@ -745,3 +745,129 @@ def test_smtplib_against_the_trio_server() -> None:
 
     run(main)
     assert handler.delivered == [(FROM, TO + ["carol@example.org"], CONTENT)]
+
+
+# -- the end of a TLS session and per-command deadlines ------------------------------
+
+
+def strict_tls_quit(address: tuple[str, int], implicit: bool) -> tuple[bytes, bytes]:
+    """A blocking TLS client (STARTTLS, or TLS from the first byte) that
+    says QUIT and reads on with ``suppress_ragged_eofs=False``: the
+    server's close without close_notify raises ``ssl.SSLEOFError``; a
+    clean close reads ``b""``.  Returns (the QUIT reply, what followed)."""
+
+    def reply(sock: Any) -> bytes:
+        data = b""
+        while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] == b"-":
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    raw = socket.create_connection(address, timeout=LIMIT)
+    context = certs.client_context()
+    try:
+        if implicit:
+            sock = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+        else:
+            assert reply(raw).startswith(b"220 ")
+            raw.sendall(b"EHLO strict.example\r\n")
+            assert b"STARTTLS" in reply(raw)
+            raw.sendall(b"STARTTLS\r\n")
+            assert reply(raw).startswith(b"220 ")
+            sock = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+        with sock:
+            if implicit:
+                assert reply(sock).startswith(b"220 ")
+            sock.sendall(b"EHLO strict.example\r\n")
+            assert reply(sock).startswith(b"250")
+            sock.sendall(b"QUIT\r\n")
+            return reply(sock), sock.recv(4096)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_tls_session_ends_with_close_notify(implicit: bool) -> None:
+    # RFC 8446 §6.1: "Each party MUST send a close_notify alert before
+    # closing its write side of the connection."
+    handler = Recorder()
+    outcome: list[tuple[bytes, bytes]] = []
+
+    async def main() -> None:
+        async with serving(handler, ssl_context=certs.server_context(), implicit_tls=implicit) as server:
+            outcome.append(await trio.to_thread.run_sync(strict_tls_quit, server.address, implicit))
+            await handler.ended.wait()
+
+    run(main)
+    [(quit_reply, after)] = outcome
+    assert quit_reply.startswith(b"221 ") and after == b""
+
+
+def test_trio_client_ends_tls_with_close_notify() -> None:
+    # The client side of RFC 8446 §6.1: a blocking TLS server that reads
+    # with suppress_ragged_eofs=False sees QUIT, then a clean end of file.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(LIMIT)
+    seen: list[bytes] = []
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(LIMIT)
+            conn.sendall(b"220 strict.example\r\n")
+            conn.recv(4096)  # EHLO
+            conn.sendall(b"250-strict.example\r\n250 STARTTLS\r\n")
+            conn.recv(4096)  # STARTTLS
+            conn.sendall(b"220 go ahead\r\n")
+            with certs.server_context().wrap_socket(
+                conn, server_side=True, suppress_ragged_eofs=False
+            ) as tls:
+                tls.recv(4096)  # EHLO
+                tls.sendall(b"250 strict.example\r\n")
+                seen.append(tls.recv(4096))  # QUIT
+                tls.sendall(b"221 bye\r\n")
+                seen.append(tls.recv(4096))  # b"" only after close_notify
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, serve_one)
+            client = tls_client(*listener.getsockname()[:2], tls=TLSMode.REQUIRED)
+            await client.connect()
+            await client.quit()
+
+    try:
+        run(main)
+    finally:
+        listener.close()
+    assert seen == [b"QUIT\r\n", b""]
+
+
+def test_trickled_command_meets_the_command_deadline() -> None:
+    # RFC 5321 §4.5.3.2.7 gives a server a timeout per command: a client
+    # that sends one octet of EHLO every 0.2 s meets a 0.5 s command
+    # timeout before the line is complete, although no single read waits
+    # that long.
+    handler = Recorder()
+    sent: list[int] = []
+
+    async def main() -> None:
+        async with serving(handler, timeouts=ServerTimeouts(command=0.5)) as server:
+            raw = Raw(await trio.open_tcp_stream(*server.address))
+            assert (await raw.reply()).startswith(b"220 ")
+            answer = b""
+            for octet in b"EHLO trickle.example\r\n":
+                await raw.send(bytes([octet]))
+                sent.append(octet)
+                with trio.move_on_after(0.2):
+                    answer = await raw.reply()
+                if answer:
+                    break
+            assert answer.startswith(b"421 4.4.2 ")
+            assert await raw.reply() == b""
+            await raw.stream.aclose()
+
+    run(main)
+    assert len(sent) < len(b"EHLO trickle.example\r\n")
+    assert handler.calls == ["disconnect"]

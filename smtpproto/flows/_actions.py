@@ -6,6 +6,7 @@
 #
 #     Send(data)            write all of data          -> resumed with None
 #     Receive(timeout)      read some bytes (b"": EOF)  -> resumed with bytes
+#                           (continued=True: keep the previous deadline)
 #     StartTLS(hostname)    wrap the transport in TLS   -> resumed with None
 #     Call(hook, args)      call the application        -> resumed with its result
 #                           (awaited when it returns an awaitable)
@@ -49,10 +50,18 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Receive:
     """Read whatever arrives (at most ``size`` octets) within ``timeout``
-    seconds; resume with the bytes, ``b""`` at end of file."""
+    seconds; resume with the bytes, ``b""`` at end of file.
+
+    ``continued=True`` says this read finishes what the previous Receive
+    began (the rest of a command line): it keeps the deadline of the last
+    Receive without the flag (``timeout`` seconds after that one started)
+    instead of getting a fresh one, so a per-command timeout bounds the
+    whole command (RFC 5321 §4.5.3.2.7).  An adapter that ignores the flag
+    gives each read its own ``timeout``, which is never shorter."""
 
     timeout: float | None = None
     size: int = 65536
+    continued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

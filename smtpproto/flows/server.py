@@ -20,7 +20,9 @@
 #
 # Replies are gathered and written in one Send when the input is drained
 # (RFC 2920 §3.2: "the server ... flushes when its input is drained").
-# Timeouts are the adapter's (each Receive carries one); a timeout,
+# Timeouts are the adapter's (each Receive carries one, and marks the
+# reads that continue a command already begun, which keep its deadline:
+# a timeout per command, RFC 5321 §4.5.3.2.7, with no clock here); a timeout,
 # ``Shutdown`` or a protocol error ends the session with 421 (or the
 # error's own reply), and the transport is closed.
 #
@@ -259,6 +261,7 @@ class ServerSession:
         self.session = Session(peer=peer, tls=tls)
         self.timeouts = timeouts or ServerTimeouts()
         self._out = bytearray()
+        self._receives: dict[tuple[float, bool], Receive] = {}
         self._chunks: list[bytes] = []
         # A streaming handler's refusal of the message being received.
         self._refusal: Reply | None = None
@@ -353,12 +356,24 @@ class ServerSession:
 
     def _next_event(self, timeout: float) -> Flow[Event]:
         conn = self.conn
+        continued = False
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                yield from self._flush()
-                data = yield Receive(timeout)
+                if self._out:  # _flush(), inline: this runs once per command
+                    out, self._out = bytes(self._out), bytearray()
+                    yield Send(out, self.timeouts.command)
+                receive = self._receives.get((timeout, continued))
+                if receive is None:  # the actions are frozen: make each kind once
+                    receive = self._receives[timeout, continued] = Receive(timeout, continued=continued)
+                data = yield receive
                 conn.receive_data(data)
+                # Reading on before an event came out: the same command is
+                # still arriving, and its deadline stands (RFC 5321
+                # §4.5.3.2.7, a timeout per command, not per read).  Content
+                # keeps a timeout per read, like the RFC's data block
+                # (§4.5.3.2.5).
+                continued = conn.state not in (State.DATA, State.BDAT)
                 continue
             assert event is not PAUSED, "every event is answered before the next"
             assert isinstance(event, Event)
