@@ -342,11 +342,17 @@ def client_rows(count: int, repeats: int) -> list[Figure]:
         rates: dict[str, float] = {}
         rows: list[Figure] = []
         port = free_port()
+        samples: dict[str, list[float]] = {name: [] for name, _ in subjects}
         with server(smtp_sink_cmd(port), port):
-            for name, run in subjects:
-                samples = [count / run(port, count, rcpts) for _ in range(repeats)]
-                rates[name] = statistics.median(samples)
-                rows.append(Figure(group, name, samples, "msg/s"))
+            # Round after round of every client, not every run of one client
+            # then the next: on a shared machine the load drifts, and the
+            # ratios in the notes should not depend on who ran when.
+            for _ in range(repeats):
+                for name, run in subjects:
+                    samples[name].append(count / run(port, count, rcpts))
+        for name, _ in subjects:
+            rates[name] = statistics.median(samples[name])
+            rows.append(Figure(group, name, samples[name], "msg/s"))
         for figure in rows:
             if figure.name == "smtpproto blocking":
                 figure.note = (

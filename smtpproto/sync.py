@@ -52,6 +52,9 @@ log = logging.getLogger("smtpproto")
 T = TypeVar("T")
 # How often a blocked read looks at the server's shutdown flag.
 _POLL = 0.2
+# Longest wait for the TLS goodbye when closing (close_notify sent, the
+# peer's awaited): the peer may be gone or may never answer.
+_CLOSE_NOTIFY_WAIT = 1.0
 # accept() failures that concern one connection or a passing shortage.
 _TRANSIENT_ACCEPT_ERRORS = {
     errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO,
@@ -95,15 +98,27 @@ class _Transport:
                 return result
             value, error = None, None
             try:
-                value = self._do(action)
+                # The two actions of every message first, without a call.
+                if isinstance(action, Send):
+                    self._timeout(action.timeout)
+                    self.sock.sendall(action.data)
+                elif isinstance(action, Receive) and self.stopping is None and self.deadline is None:
+                    self._timeout(action.timeout)
+                    value = self.sock.recv(action.size)
+                else:
+                    value = self._do(action)
             except Exception as exc:  # noqa: BLE001 - the flow decides
                 error = exc
 
+    def _timeout(self, timeout: float | None) -> None:
+        """Set the socket's timeout, skipping the system call that setting
+        it costs when it is already that."""
+        if self.sock.gettimeout() != timeout:
+            self.sock.settimeout(timeout)
+
     def _do(self, action: object) -> Any:
-        if isinstance(action, Send):
-            self.sock.settimeout(action.timeout)
-            self.sock.sendall(action.data)
-        elif isinstance(action, Receive):
+        """Perform an action other than a Send (``run`` does those)."""
+        if isinstance(action, Receive):
             return self._receive(action)
         elif isinstance(action, Call):
             assert self.handler is not None
@@ -137,14 +152,14 @@ class _Transport:
             if timeout <= 0:
                 raise TimeoutError("session time is up")
         if self.stopping is None or timeout is None:
-            self.sock.settimeout(timeout)
+            self._timeout(timeout)
             return self.sock.recv(action.size)
         # A server read wakes up now and then to notice a shutdown.
         left = timeout
         while True:
             if self.stopping.is_set():
                 raise Shutdown()
-            self.sock.settimeout(min(_POLL, left))
+            self._timeout(min(_POLL, left))
             try:
                 return self.sock.recv(action.size)
             except TimeoutError:
@@ -153,7 +168,21 @@ class _Transport:
                     raise
 
     def close(self) -> None:
-        self.sock.close()
+        """Close the socket; a TLS one says goodbye first.
+
+        RFC 8446 §6.1: "Each party MUST send a "close_notify" alert before
+        closing its write side of the connection".  ``unwrap()`` sends it and
+        waits for the peer's, for at most ``_CLOSE_NOTIFY_WAIT`` seconds; a
+        peer that is gone, hangs up, or answers with data only shortens it.
+        """
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.fileno() != -1:
+            try:
+                sock.settimeout(_CLOSE_NOTIFY_WAIT)
+                sock.unwrap()
+            except (OSError, ValueError):
+                pass  # best effort: the socket is closed below all the same
+        sock.close()
 
 
 class SMTPClient:

@@ -20,7 +20,7 @@ import pytest
 
 from certs import client_context, server_context
 from flowpair import AuthRecorder, Recorder
-from smtpproto import Reply, ServerConfig
+from smtpproto import LocalProtocolError, Reply, ServerConfig
 from smtpproto.flows import ClientOptions, Handler, Timeouts, TLSMode, errors
 from smtpproto.sync import ServerThread, SMTPClient, SMTPServer, default_helo_name
 
@@ -95,7 +95,7 @@ def test_unix_domain_sockets() -> None:
 
 
 def test_lmtp_over_a_unix_socket_with_the_client() -> None:
-    handler = Recorder(message=lambda s, e: [Reply(code=250, text="ok"), Reply(code=550, text="no")])
+    handler = Recorder(message=lambda s, e: [Reply(code=250, text=("ok",)), Reply(code=550, text=("no",))])
     with unix_path() as path:
         with ServerThread(handler, unix_path=path, config=ServerConfig(lmtp=True)):
             options = ClientOptions(tls=TLSMode.NEVER, lmtp=True, timeouts=QUICK)
@@ -270,7 +270,7 @@ def test_connect_timeout() -> None:
 
 
 def test_refused_session_leaves_nothing_open() -> None:
-    with ServerThread(Recorder(ehlo=Reply(code=550, text="no"))) as server:
+    with ServerThread(Recorder(ehlo=Reply(code=550, text=("no",)))) as server:
         with pytest.raises(errors.HelloRefused):
             with SMTPClient(*server.address, options=ClientOptions(timeouts=QUICK)):
                 pass
@@ -302,7 +302,7 @@ def test_failure_while_sending_closes_the_socket() -> None:
 
 
 def test_server_closing_mid_session() -> None:
-    handler = Recorder(mail=Reply(code=421, text="bye now"))
+    handler = Recorder(mail=Reply(code=421, text=("bye now",)))
     with ServerThread(handler) as server:
         client = SMTPClient(*server.address, options=ClientOptions(timeouts=QUICK))
         client.connect()
@@ -319,7 +319,7 @@ def test_server_closing_mid_session() -> None:
 def test_smtplib_plain() -> None:
     handler = Recorder()
     with ServerThread(handler) as server:
-        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+        with smtplib.SMTP(server.address[0], server.address[1], timeout=10) as smtp:
             refused = smtp.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE)
             assert refused == {}
             assert smtp.noop()[0] == 250
@@ -331,7 +331,7 @@ def test_smtplib_plain() -> None:
 def test_smtplib_starttls() -> None:
     handler = Recorder()
     with ServerThread(handler, ssl_context=server_context()) as server:
-        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+        with smtplib.SMTP(server.address[0], server.address[1], timeout=10) as smtp:
             smtp.starttls(context=client_context())
             smtp.ehlo()
             assert not smtp.has_extn("starttls")
@@ -350,7 +350,7 @@ def test_smtplib_implicit_tls() -> None:
 
 def test_smtplib_lmtp_over_a_unix_socket() -> None:
     def message(session: Any, envelope: Any) -> list[Reply]:
-        return [Reply(code=250, text="ok"), Reply(code=452, text="mailbox full", enhanced="4.2.2")]
+        return [Reply(code=250, text=("ok",)), Reply(code=452, text=("mailbox full",), enhanced="4.2.2")]
 
     handler = Recorder(message=message)
     with unix_path() as path:
@@ -374,7 +374,7 @@ def test_smtplib_auth_against_the_server() -> None:
     config = ServerConfig(starttls=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5"))
     handler = AuthRecorder()
     with ServerThread(handler, config=config, ssl_context=server_context()) as server:
-        with smtplib.SMTP(*server.address, timeout=10) as smtp:
+        with smtplib.SMTP(server.address[0], server.address[1], timeout=10) as smtp:
             smtp.starttls(context=client_context())
             smtp.login("user", "secret pass")
             smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
@@ -542,3 +542,151 @@ def test_coroutine_hooks_need_an_async_adapter(kind: str, caplog: pytest.LogCapt
             client.send_message(MESSAGE, "a@example.org", ["b@example.org"])
     assert info.value.reply.code == 451
     assert "use the asyncio or trio adapter" in caplog.text
+
+
+# -- many messages over one connection ----------------------------------------------
+#
+# The client checks an address once per session and reuses what it built for
+# the next messages (a bounded number of addresses: past the bound it forgets
+# and starts again); each message must still carry its own envelope and MAIL
+# parameters, and a bad address must still be refused before anything is sent.
+
+
+def test_every_message_keeps_its_own_envelope_over_one_connection() -> None:
+    handler = Recorder()
+    plain = MESSAGE
+    eight_bit = "Subject: café\r\n\r\nCafé.\r\n".encode()
+    sent: list[tuple[str, list[str], bytes]] = []
+    with ServerThread(handler) as server:
+        options = ClientOptions(tls=TLSMode.NEVER, timeouts=QUICK)
+        with SMTPClient(*server.address, options=options) as client:
+            for n in range(300):
+                # A sender seen before every other message, a new one between.
+                sender = "same@example.org" if n % 2 else f"s{n}@example.org"
+                recipients = [f"r{n}a@example.org", f"r{n}b@example.org", "all@example.org"]
+                content = eight_bit if n % 3 == 0 else plain + b"x" * n + b"\r\n"
+                result = client.send_message(content, sender, recipients)
+                assert result.accepted == tuple(recipients)
+                sent.append((sender, recipients, content))
+            with pytest.raises(LocalProtocolError):
+                client.send_message(MESSAGE, "same@example.org", ["bad\r\nRSET@example.org"])
+            with pytest.raises(LocalProtocolError):
+                client.send_message(MESSAGE, "bad>@example.org", ["all@example.org"])
+            client.send_message(MESSAGE, "same@example.org", ["all@example.org"])
+    envelopes = [args[0] for args in handler.args("message")]
+    assert len(envelopes) == len(sent) + 1
+    for envelope, (sender, recipients, content) in zip(envelopes, sent):
+        assert envelope.sender == sender
+        assert [rcpt.forward_path for rcpt in envelope.recipients] == recipients
+        assert envelope.content == content
+        assert envelope.mail.parameters.get("SIZE") == str(len(content))
+        assert envelope.mail.parameters.get("BODY") == (None if content.isascii() else "8BITMIME")
+    last = envelopes[-1]
+    assert last.sender == "same@example.org" and last.mail.parameters.get("BODY") is None
+
+
+# -- the TLS goodbye (RFC 8446 §6.1) -------------------------------------------------
+#
+# "Each party MUST send a "close_notify" alert before closing its write side
+# of the connection."  A peer that refuses ragged EOFs (suppress_ragged_eofs=
+# False, as OpenSSL 3's s_client does) reads a clean end (b"") only when the
+# alert came; a bare TCP close is ssl.SSLEOFError there.
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """One whole reply (every line up to the one with a space after the code)."""
+    data = b""
+    while not (data.endswith(b"\r\n") and data.split(b"\r\n")[-2][3:4] == b" "):
+        chunk = sock.recv(4096)
+        assert chunk, f"the connection closed after {data!r}"
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["STARTTLS", "implicit"])
+def test_server_sends_close_notify_after_quit(implicit: bool) -> None:
+    with ServerThread(Recorder(), ssl_context=server_context(), implicit_tls=implicit) as server:
+        raw = socket.create_connection(server.address, timeout=10)
+        if not implicit:
+            assert read_reply(raw).startswith(b"220 ")
+            raw.sendall(b"EHLO me.example\r\n")
+            assert b"STARTTLS" in read_reply(raw)
+            raw.sendall(b"STARTTLS\r\n")
+            assert read_reply(raw).startswith(b"220 ")
+        with client_context().wrap_socket(
+            raw, server_hostname="localhost", suppress_ragged_eofs=False
+        ) as sock:
+            if implicit:
+                assert read_reply(sock).startswith(b"220 ")
+            sock.sendall(b"EHLO me.example\r\n")
+            assert read_reply(sock).startswith(b"250")
+            sock.sendall(b"QUIT\r\n")
+            assert read_reply(sock).startswith(b"221 ")
+            assert sock.recv(100) == b""  # close_notify, not SSLEOFError
+
+
+class TLSPeer:
+    """A one-session implicit-TLS SMTP server on a raw socket that refuses
+    ragged EOFs: it answers the greeting, EHLO and QUIT, then records how the
+    client's side ended (b"" for close_notify, else the exception), and
+    answers the client's close_notify with its own unless *answer* is False."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.end: bytes | BaseException | None = None
+        self.release = threading.Event()  # the peer closes once set (answer=False)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            conn.settimeout(10)
+            with server_context().wrap_socket(conn, server_side=True, suppress_ragged_eofs=False) as tls:
+                tls.sendall(b"220 peer.example ESMTP\r\n")
+                assert tls.recv(4096).startswith(b"EHLO ")
+                tls.sendall(b"250 peer.example\r\n")
+                assert tls.recv(4096) == b"QUIT\r\n"
+                tls.sendall(b"221 bye\r\n")
+                try:
+                    self.end = tls.recv(100)
+                except (OSError, ValueError) as exc:
+                    self.end = exc
+                if self.answer:
+                    with contextlib.suppress(OSError):  # the client may be gone already
+                        tls.unwrap()
+                else:
+                    self.release.wait(30)
+        finally:
+            self.listener.close()
+
+    def client(self) -> SMTPClient:
+        options = ClientOptions(tls=TLSMode.IMPLICIT, server_hostname="localhost", timeouts=QUICK)
+        return SMTPClient(*self.listener.getsockname(), options=options, ssl_context=client_context())
+
+
+def test_client_sends_close_notify_after_quit() -> None:
+    peer = TLSPeer()
+    client = peer.client()
+    client.connect()
+    client.quit()
+    peer.thread.join(10)
+    assert peer.end == b""  # close_notify, not SSLEOFError
+
+
+def test_client_close_does_not_wait_for_a_silent_peer() -> None:
+    """The peer reads the client's close_notify but neither answers nor
+    closes: quit() still returns (unwrap() is bounded by a short timeout)."""
+    peer = TLSPeer(answer=False)
+    client = peer.client()
+    client.connect()
+    quitting = threading.Thread(target=client.quit, daemon=True)
+    quitting.start()
+    quitting.join(30)  # a guard against a hang, far above the adapter's bound
+    stuck = quitting.is_alive()
+    peer.release.set()
+    peer.thread.join(10)
+    assert not stuck, "quit() hung waiting for the peer's close_notify"
+    assert peer.end == b""

@@ -20,8 +20,14 @@
 # or SMTPUTF8 is not sent to a server without them.  Timeouts are those of
 # RFC 5321 §4.5.3.2, per step, handed to the adapter with each Receive.
 # Commands are gathered and written in one Send before each read, so a
-# pipelined batch is one write.  The protocol trace goes to the logger
-# ``smtpproto`` at DEBUG, with SASL data and message content left out.
+# pipelined batch is one write, and the content goes out with its final dot
+# in one more: two round trips per message (the content must wait for the
+# 354, RFC 2920 §3.1).  What does not change from one message to the next
+# is worked out once per session: what the server offered (once per EHLO
+# reply), the RCPT events and the checked reverse-paths (events are
+# immutable), so a message costs the core's work and little else.  The
+# protocol trace goes to the logger ``smtpproto`` at DEBUG, with SASL data
+# and message content left out.
 # A failure that leaves the session unusable closes the connection before
 # it is raised: any failure of open(); in send() a lost connection, a
 # timeout, a protocol failure, or anything that stops the content half
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -63,6 +70,7 @@ from .._events import (
     Reply,
     Rset,
 )
+from ..extensions import Capabilities
 from ..extensions import dsn as dsn_params
 from . import errors
 from ._actions import Close, Flow, Receive, Send, StartTLS
@@ -174,6 +182,47 @@ class SendResult:
 # Chunks of a BDAT transfer sent before the replies are read (RFC 3030
 # allows pipelining BDAT; the window keeps the server's replies flowing).
 _BDAT_WINDOW = 16
+# Most validated RCPT events (and MAIL reverse-paths) a session keeps for
+# reuse; a session that sends to more forgets them and starts again.
+_EVENT_CACHE = 256
+# Events without fields, made once (they are immutable).
+_DATA = Data()
+_END_OF_MESSAGE = EndOfMessage()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Offer:
+    """What a transaction needs of the server's EHLO reply, read once per
+    reply rather than once per message."""
+
+    caps: Capabilities
+    #: LIMITS RCPTMAX (RFC 9422 §4.1), None when not announced.
+    rcptmax: int | None
+    #: SIZE offered (RFC 1870): MAIL declares the size.
+    size: bool
+    pipelining: bool
+    chunking: bool
+    binarymime: bool
+    eightbitmime: bool
+    smtputf8: bool
+    requiretls: bool
+    dsn: bool
+
+    @classmethod
+    def of(cls, caps: Capabilities) -> _Offer:
+        """Read *caps*."""
+        return cls(
+            caps=caps,
+            rcptmax=caps.limits.get("RCPTMAX"),
+            size=caps.size is not None,
+            pipelining=caps.pipelining,
+            chunking=caps.chunking,
+            binarymime=caps.binarymime,
+            eightbitmime=caps.eightbitmime,
+            smtputf8=caps.smtputf8,
+            requiretls=caps.requiretls,
+            dsn=caps.dsn,
+        )
 
 
 class ClientSession:
@@ -193,7 +242,17 @@ class ClientSession:
             config = replace(config, allow_plaintext_auth=True)
         #: The protocol core.
         self.conn = ClientConnection(config, tls=self.options.tls is TLSMode.IMPLICIT)
-        self._out = bytearray()
+        # What is queued for the next write, and its length.
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._offer_cache: _Offer | None = None
+        # Events already validated, reused for the next messages: RCPT
+        # events by (forward-path, parameters), and reverse-paths that a
+        # MAIL event accepted (see _mail).
+        self._rcpts: dict[tuple[str, tuple[tuple[str, str], ...]], Rcpt] = {}
+        self._senders: set[str] = set()
+        # Receive actions by timeout (immutable, so made once each).
+        self._receives: dict[float, Receive] = {}
         #: The greeting, once read.
         self.greeting: Reply | None = None
         #: The reply to the last EHLO/HELO/LHLO.
@@ -227,57 +286,112 @@ class ClientSession:
 
     def _queue(self, event: Event) -> None:
         data = self.conn.send(event)
-        if isinstance(event, Command):
+        if isinstance(event, Command) and log.isEnabledFor(logging.DEBUG):
             log.debug("C: %s", _trace(event, data))
-        self._out += data
+        self._out.append(data)
+        self._out_size += len(data)
+
+    def _put(self, data: bytes) -> None:
+        """Queue content bytes for the next write."""
+        self._out.append(data)
+        self._out_size += len(data)
+
+    def _take_out(self) -> bytes:
+        """Everything queued, as one write: a pipelined batch, or the
+        content with its final dot (RFC 2920 §3.1); one copy to join."""
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out, self._out_size = [], 0
+        return data
 
     def _flush(self, timeout: float) -> Flow[None]:
         if self._out:
-            data, self._out = bytes(self._out), bytearray()
             try:
-                yield Send(data, timeout)
-            except TimeoutError:
-                raise errors.Timeout("timed out sending", step="send") from None
+                yield Send(self._take_out(), timeout)
             except OSError as exc:
-                raise errors.Disconnected(f"connection lost while sending: {exc}") from None
+                raise _send_failure(exc) from None
+
+    def _next_reply(self, step: str) -> Reply | None:
+        """The next reply among the bytes received already, or None when
+        more are needed (no generator: most replies of a pipelined batch
+        arrive in one read)."""
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError as exc:
+            raise errors.ProtocolFailure(f"{step}: {exc}", step=step) from None
+        if isinstance(event, Reply):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("S: %s %s", event.code, " / ".join(event.text))
+            if event.code == 421 and self.conn.state is State.CLOSED:
+                self._closing = event
+            return event
+        if isinstance(event, ConnectionClosed):
+            raise errors.Disconnected(f"the server closed the connection during {step}", step=step)
+        assert event is NEED_DATA, event
+        return None
+
+    def _receive(self, timeout: float, step: str) -> Flow[None]:
+        """Send what is queued, then read once and feed the core."""
+        if self._out:  # _flush, without a generator of its own
+            try:
+                yield Send(self._take_out(), timeout)
+            except OSError as exc:
+                raise _send_failure(exc) from None
+        action = self._receives.get(timeout)
+        if action is None:
+            action = self._receives[timeout] = Receive(timeout)
+        try:
+            data = yield action
+        except TimeoutError:
+            raise errors.Timeout(f"no reply to {step} within {timeout} s", step=step) from None
+        except OSError as exc:
+            raise errors.Disconnected(f"connection lost during {step}: {exc}", step=step) from None
+        self.conn.receive_data(data)
 
     def _reply(self, timeout: float, step: str) -> Flow[Reply]:
         """The next reply, flushing queued commands first."""
         while True:
-            try:
-                event = self.conn.next_event()
-            except RemoteProtocolError as exc:
-                raise errors.ProtocolFailure(f"{step}: {exc}", step=step) from None
-            if isinstance(event, Reply):
-                log.debug("S: %s %s", event.code, " / ".join(event.text))
-                if event.code == 421 and self.conn.state is State.CLOSED:
-                    self._closing = event
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise errors.Disconnected(f"the server closed the connection during {step}", step=step)
-            assert event is NEED_DATA, event
-            yield from self._flush(timeout)
-            try:
-                data = yield Receive(timeout)
-            except TimeoutError:
-                raise errors.Timeout(f"no reply to {step} within {timeout} s", step=step) from None
-            except OSError as exc:
-                raise errors.Disconnected(f"connection lost during {step}: {exc}", step=step) from None
-            self.conn.receive_data(data)
+            reply = self._next_reply(step)
+            if reply is not None:
+                return reply
+            yield from self._receive(timeout, step)
 
     def _command(self, command: Command, timeout: float, step: str) -> Flow[Reply]:
         self._queue(command)
         return (yield from self._reply(timeout, step))
 
-    def _answer(self, command: Command | None, timeout: float, step: str) -> Flow[Reply]:
-        """The reply to *command* (sent already when None).  Once a 421
-        ended the session (§3.8) it stands for every reply still due: the
-        server sends no more, and the command is not sent."""
+    def _answer(self, command: Command, timeout: float, step: str) -> Flow[Reply]:
+        """Send *command* and return its reply.  Once a 421 ended the
+        session (§3.8) it stands for every reply still due: the server sends
+        no more, and the command is not sent."""
         if self._closing is not None:
             return self._closing
-        if command is None:
-            return (yield from self._reply(timeout, step))
         return (yield from self._command(command, timeout, step))
+
+    def _answers(self, steps: list[tuple[float, str]]) -> Flow[list[Reply]]:
+        """The replies to commands queued already, one per (timeout, step),
+        in order (RFC 2920 §3.1), as :meth:`_answer` gives each."""
+        replies: list[Reply] = []
+        for timeout, step in steps:
+            while True:
+                if self._closing is not None:
+                    replies.append(self._closing)
+                    break
+                reply = self._next_reply(step)
+                if reply is not None:
+                    replies.append(reply)
+                    break
+                yield from self._receive(timeout, step)
+        return replies
+
+    def _offer(self) -> _Offer:
+        """What the flows use of the server's capabilities, read once per
+        EHLO reply (the core replaces ``capabilities`` with each one)."""
+        caps = self.conn.capabilities
+        offer = self._offer_cache
+        if offer is None or offer.caps is not caps:
+            offer = self._offer_cache = _Offer.of(caps)
+        return offer
 
     # -- opening -----------------------------------------------------------
 
@@ -402,10 +516,9 @@ class ClientSession:
 
     # -- sending -----------------------------------------------------------
 
-    def _mail_parameters(self, outgoing: Outgoing) -> dict[str, str | None]:
-        caps = self.conn.capabilities
+    def _mail_parameters(self, outgoing: Outgoing, caps: _Offer) -> dict[str, str | None]:
         params: dict[str, str | None] = {}
-        if caps.size is not None and outgoing.size is not None:
+        if caps.size and outgoing.size is not None:
             params["SIZE"] = str(outgoing.size)
         if outgoing.eight_bit:
             if self.options.chunking and caps.chunking and caps.binarymime:
@@ -427,8 +540,9 @@ class ClientSession:
             if not caps.requiretls:
                 raise errors.NotSupported("REQUIRETLS is not offered", step="MAIL")
             params["REQUIRETLS"] = None
-        if caps.dsn:
-            params.update(dsn_params.mail_parameters(ret=outgoing.dsn.ret, envid=outgoing.dsn.envid))
+        dsn = outgoing.dsn
+        if caps.dsn and (dsn.ret is not None or dsn.envid is not None):
+            params.update(dsn_params.mail_parameters(ret=dsn.ret, envid=dsn.envid))
         return params
 
     def send(self, outgoing: Outgoing) -> Flow[SendResult]:
@@ -443,25 +557,22 @@ class ClientSession:
         closed before the error is raised.
         """
         try:
-            return (yield from self._send(outgoing))
+            recipients = outgoing.recipients
+            if not recipients:
+                raise ValueError("a message needs at least one recipient")
+            if self._closed or self.conn.state in (State.CLOSED, State.ERROR):
+                raise errors.Disconnected("the session is over", step="MAIL")
+            limit = self._offer().rcptmax or len(recipients)
+            if len(recipients) > limit:
+                return (yield from self._send_groups(outgoing, limit))
+            result = yield from self._transaction(outgoing, recipients)
+            if not result.accepted:
+                assert result.data_reply is not None
+                raise errors.MessageRefused("the message was refused", result.data_reply, step="message")
+            return result
         except (errors.Disconnected, errors.Timeout, errors.ProtocolFailure):
             yield from self._close()
             raise
-
-    def _send(self, outgoing: Outgoing) -> Flow[SendResult]:
-        recipients = outgoing.recipients
-        if not recipients:
-            raise ValueError("a message needs at least one recipient")
-        if self._closed or self.conn.state in (State.CLOSED, State.ERROR):
-            raise errors.Disconnected("the session is over", step="MAIL")
-        limit = self.conn.capabilities.limits.get("RCPTMAX") or len(recipients)
-        if len(recipients) > limit:
-            return (yield from self._send_groups(outgoing, limit))
-        result = yield from self._transaction(outgoing, recipients)
-        if not result.accepted:
-            assert result.data_reply is not None
-            raise errors.MessageRefused("the message was refused", result.data_reply, step="message")
-        return result
 
     def _send_groups(self, outgoing: Outgoing, limit: int) -> Flow[SendResult]:
         # One transaction per group.  A refusal of one group does not undo
@@ -515,25 +626,59 @@ class ClientSession:
             smtputf8=negotiated.smtputf8,
         )
 
+    def _mail(self, sender: str, parameters: dict[str, str | None]) -> Mail:
+        """MAIL for *sender*, its path validated once per session."""
+        if sender not in self._senders:
+            mail = Mail(reverse_path=sender, parameters=parameters)  # validates both
+            if len(self._senders) >= _EVENT_CACHE:
+                self._senders.clear()
+            self._senders.add(sender)
+            return mail
+        # The path passed the check above for an earlier message; the
+        # parameters are _mail_parameters' own: keywords it spells, values it
+        # formats, or values their extension checked (DSN).  The core checks
+        # them against the server's offer again when MAIL is sent.
+        return Mail._trusted(reverse_path=sender, parameters=types.MappingProxyType(parameters))
+
+    def _rcpt(self, path: str, parameters: dict[str, str]) -> Rcpt:
+        """RCPT for *path*: events are immutable, so one validated event
+        serves every message of the session to that recipient."""
+        key = (path, tuple(parameters.items()))
+        rcpt = self._rcpts.get(key)
+        if rcpt is None:
+            rcpt = Rcpt(forward_path=path, parameters=parameters)
+            if len(self._rcpts) >= _EVENT_CACHE:
+                self._rcpts.clear()
+            self._rcpts[key] = rcpt
+        return rcpt
+
     def _transaction(self, outgoing: Outgoing, recipients: list[str]) -> Flow[SendResult]:
         timeouts = self.options.timeouts
-        caps = self.conn.capabilities
-        mail = Mail(reverse_path=outgoing.sender, parameters=self._mail_parameters(outgoing))
+        caps = self._offer()
+        mail = self._mail(outgoing.sender, self._mail_parameters(outgoing, caps))
         notify = outgoing.dsn.notify
         rcpt_params = dsn_params.rcpt_parameters(notify=notify) if caps.dsn and notify else {}
-        rcpts = [Rcpt(forward_path=r, parameters=rcpt_params) for r in recipients]
+        rcpts = [self._rcpt(r, rcpt_params) for r in recipients]
         bdat = self.options.chunking and caps.chunking
         pipelining = self.options.pipelining and caps.pipelining
         replies: dict[str, Reply] = {}
         data_reply = None
         if pipelining:
-            for command in [mail, *rcpts] + ([] if bdat else [Data()]):
-                self._queue(command)
-            mail_reply = yield from self._answer(None, timeouts.command, "MAIL")
+            # RFC 2920 §3.1: MAIL and RCPT anywhere in a batch, DATA last;
+            # the batch goes out in one write when the first reply is read.
+            self._queue(mail)
             for rcpt in rcpts:
-                replies[rcpt.forward_path] = yield from self._answer(None, timeouts.command, "RCPT")
+                self._queue(rcpt)
+            steps = [(timeouts.command, "MAIL")] + [(timeouts.command, "RCPT")] * len(rcpts)
             if not bdat:
-                data_reply = yield from self._answer(None, timeouts.data_start, "DATA")
+                self._queue(_DATA)
+                steps.append((timeouts.data_start, "DATA"))
+            answers = yield from self._answers(steps)
+            mail_reply = answers[0]
+            for rcpt, reply in zip(rcpts, answers[1:]):
+                replies[rcpt.forward_path] = reply
+            if not bdat:
+                data_reply = answers[-1]
         else:
             mail_reply = yield from self._command(mail, timeouts.command, "MAIL")
             if mail_reply.is_success:
@@ -549,7 +694,7 @@ class ClientSession:
             raise errors.RecipientsRefused(refused)
         if not bdat:
             if data_reply is None:
-                data_reply = yield from self._answer(Data(), timeouts.data_start, "DATA")
+                data_reply = yield from self._answer(_DATA, timeouts.data_start, "DATA")
             if data_reply.code != 354:
                 yield from self._reset_if_needed()
                 raise errors.DataRefused("DATA was refused", data_reply, step="DATA")
@@ -566,17 +711,23 @@ class ClientSession:
             # only way out that delivers nothing is to close.
             yield from self._close()
             raise
-        result = self._result(recipients, accepted, refused, finals)
-        return replace(result, pipelined=pipelining, chunked=bdat, smtputf8="SMTPUTF8" in mail.parameters)
+        return self._result(
+            recipients, accepted, refused, finals,
+            pipelined=pipelining, chunked=bdat, smtputf8="SMTPUTF8" in mail.parameters,
+        )
 
     def _send_data(self, outgoing: Outgoing) -> Flow[list[Reply]]:
         timeouts = self.options.timeouts
         log.debug("C: <message content>")
+        send = self.conn.send
         for chunk in outgoing.chunks:
-            self._out += self.conn.send(MessageData(data=chunk))
-            if len(self._out) >= 65536:
+            self._put(send(MessageData(data=chunk)))
+            if self._out_size >= 65536:
                 yield from self._flush(timeouts.data_block)
-        self._queue(EndOfMessage())
+        # The content and its final dot go out in one write with nothing
+        # after them: the reply to the dot is awaited (RFC 2920 §3.1 allows
+        # the content to start a batch; no next command is known yet).
+        self._queue(_END_OF_MESSAGE)
         log.debug("C: .")
         return (yield from self._final_replies())
 
@@ -592,8 +743,8 @@ class ClientSession:
             last = following is None
             self._queue(Bdat(size=len(current), last=last))
             if current:
-                self._out += self.conn.send(MessageData(data=current))
-            self._out += self.conn.send(EndOfMessage() if last else EndOfChunk())
+                self._put(self.conn.send(MessageData(data=current)))
+            self._put(self.conn.send(_END_OF_MESSAGE if last else EndOfChunk()))
             if following is None:
                 break
             outstanding += 1
@@ -624,8 +775,28 @@ class ClientSession:
         return finals + [finals[-1]] * (count - len(finals))
 
     def _result(
-        self, recipients: list[str], accepted: list[str], refused: dict[str, Reply], finals: list[Reply]
+        self,
+        recipients: list[str],
+        accepted: list[str],
+        refused: dict[str, Reply],
+        finals: list[Reply],
+        *,
+        pipelined: bool,
+        chunked: bool,
+        smtputf8: bool,
     ) -> SendResult:
+        final = finals[-1]
+        if not self.options.lmtp and final.is_success and len(accepted) == len(recipients):
+            # Every recipient accepted, then the message: one reply for all.
+            return SendResult(
+                accepted=tuple(accepted),
+                refused=refused,
+                replies=dict.fromkeys(recipients, final),
+                data_reply=final,
+                pipelined=pipelined,
+                chunked=chunked,
+                smtputf8=smtputf8,
+            )
         replies = dict(refused)
         if self.options.lmtp:
             per_recipient = dict(zip(accepted, finals))
@@ -639,6 +810,9 @@ class ClientSession:
             refused=refused,
             replies={r: replies[r] for r in recipients if r in replies},
             data_reply=finals[-1],
+            pipelined=pipelined,
+            chunked=chunked,
+            smtputf8=smtputf8,
         )
 
     def _drain_pending(self) -> Flow[None]:
@@ -670,6 +844,13 @@ class ClientSession:
         if not self._closed:
             self._closed = True
             yield Close()
+
+
+def _send_failure(exc: OSError) -> errors.SMTPError:
+    """The error for a write that failed with *exc*."""
+    if isinstance(exc, TimeoutError):
+        return errors.Timeout("timed out sending", step="send")
+    return errors.Disconnected(f"connection lost while sending: {exc}")
 
 
 def _refusals(exc: errors.SMTPError, group: list[str]) -> dict[str, Reply]:

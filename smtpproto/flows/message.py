@@ -61,6 +61,10 @@ class Outgoing:
     dsn: DsnOptions = field(default_factory=DsnOptions)
 
 
+# No DSN request (immutable, so one serves every message).
+_NO_DSN = DsnOptions()
+
+
 def _addresses(fields: list[tuple[str, object]], names: tuple[str, ...]) -> list[str]:
     values = [str(value) for name, value in fields if name.lower() in names]
     return [address for _, address in getaddresses(values) if address]
@@ -97,10 +101,17 @@ def _envelope(message: Message) -> tuple[str | None, list[str]]:
     return (senders[0] if senders else None), recipients
 
 
-def _chunks(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
+def _chunks(data: bytes) -> Iterable[bytes]:
+    """*data* in chunks of at most ``_CHUNK`` octets: itself when it fits
+    in one (no copy), else slices made one at a time as they are sent."""
+    if len(data) <= _CHUNK:
+        return (data,) if data else ()
+    return _slices(data)
+
+
+def _slices(data: bytes) -> Iterator[bytes]:
     for start in range(0, len(data), _CHUNK):
-        yield bytes(view[start : start + _CHUNK])
+        yield data[start : start + _CHUNK]
 
 
 def prepare(
@@ -158,7 +169,7 @@ def prepare(
         eight_bit=bool(eight_bit),
         smtputf8=bool(smtputf8) or not all(a.isascii() for a in [sender, *chosen]),
         requiretls=requiretls,
-        dsn=dsn or DsnOptions(),
+        dsn=dsn or _NO_DSN,
     )
 
 
@@ -171,17 +182,20 @@ def _finish(
     requiretls: bool,
     dsn: DsnOptions | None,
 ) -> Outgoing:
-    addresses_ascii = all(a.isascii() for a in [sender, *recipients])
-    header_end = content.find(b"\r\n\r\n")
-    headers = content if header_end < 0 else content[:header_end]
+    ascii_content = content.isascii()
+    if smtputf8 is None:
+        # RFC 6532: UTF-8 in header fields needs SMTPUTF8, as do UTF-8 addresses.
+        smtputf8 = not (sender.isascii() and all(a.isascii() for a in recipients))
+        if not (smtputf8 or ascii_content):
+            header_end = content.find(b"\r\n\r\n")
+            smtputf8 = not (content if header_end < 0 else content[:header_end]).isascii()
     return Outgoing(
         sender=sender,
         recipients=recipients,
         chunks=_chunks(content),
         size=len(content),
-        eight_bit=(not content.isascii()) if eight_bit is None else eight_bit,
-        # RFC 6532: UTF-8 in header fields needs SMTPUTF8, as do UTF-8 addresses.
-        smtputf8=(not (addresses_ascii and headers.isascii())) if smtputf8 is None else smtputf8,
+        eight_bit=(not ascii_content) if eight_bit is None else eight_bit,
+        smtputf8=smtputf8,
         requiretls=requiretls,
-        dsn=dsn or DsnOptions(),
+        dsn=dsn or _NO_DSN,
     )
