@@ -86,6 +86,9 @@ class _Transport:
         self.handler = handler
         #: time.monotonic() after which reads fail (a server's session cap).
         self.deadline: float | None = None
+        # The deadline of the command being read: set by a Receive, kept by
+        # the continued ones (RFC 5321 §4.5.3.2: a timeout per command).
+        self._read_deadline: float | None = None
 
     def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -144,13 +147,16 @@ class _Transport:
         return None
 
     def _receive(self, action: Receive) -> bytes:
-        timeout = action.timeout
+        now = time.monotonic()
+        if not action.continued:
+            self._read_deadline = None if action.timeout is None else now + action.timeout
+        deadline = self._read_deadline
         if self.deadline is not None:
             # The whole session is capped too (ServerSession gets TimeoutError).
-            left = self.deadline - time.monotonic()
-            timeout = left if timeout is None else min(timeout, left)
-            if timeout <= 0:
-                raise TimeoutError("session time is up")
+            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        timeout = None if deadline is None else deadline - now
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError("command time is up")
         if self.stopping is None or timeout is None:
             self._timeout(timeout)
             return self.sock.recv(action.size)

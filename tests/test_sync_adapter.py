@@ -690,3 +690,31 @@ def test_client_close_does_not_wait_for_a_silent_peer() -> None:
     peer.thread.join(10)
     assert not stuck, "quit() hung waiting for the peer's close_notify"
     assert peer.end == b""
+
+
+def test_trickled_command_meets_the_command_deadline() -> None:
+    # RFC 5321 §4.5.3.2.7 gives a server a timeout per command: a client
+    # that sends one octet of EHLO every 0.2 s meets a 0.5 s command
+    # timeout before the line is complete, although no single read waits
+    # that long (the continued reads keep the command's deadline).
+    from smtpproto.flows import ServerTimeouts
+
+    line = b"EHLO trickle.example\r\n"
+    with ServerThread(Recorder(), timeouts=ServerTimeouts(command=0.5)) as server:
+        with socket.create_connection(server.address[:2], timeout=10) as sock:
+            assert sock.recv(512).startswith(b"220 ")
+            answer = b""
+            sent = 0
+            for octet in line:
+                sock.sendall(bytes([octet]))
+                sent += 1
+                sock.settimeout(0.2)
+                try:
+                    answer = sock.recv(512)
+                except TimeoutError:
+                    continue
+                break
+            sock.settimeout(10)
+            after = sock.recv(512)
+    assert sent < len(line) and answer.startswith(b"421 4.4.2 "), (sent, answer)
+    assert after == b""
