@@ -25,7 +25,9 @@
 # argument (attack class 4), parameters of extensions the server did not
 # offer, non-ASCII addresses without SMTPUTF8, 8-bit content without
 # BODY=8BITMIME, PLAIN/LOGIN over cleartext (attack class 8), more RCPTs
-# or MAILs than the server's LIMITS (RFC 9422), lines over the limits.
+# or MAILs than the server's LIMITS (RFC 9422), command lines over their
+# limit, and content lines over 1000 octets, over DATA and over BDAT alike
+# unless the body is BINARYMIME (RFC 5321 §4.5.3.1.6, RFC 3030 §3).
 # Replies are checked as they arrive: malformed lines, codes that change
 # inside a multiline reply, over-long lines or replies (attack class 7),
 # replies nobody asked for, a 3xx other than 334 or a 334 that is not
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from ._buffer import LINE_TOO_LONG
 from ._commands import decode_sasl, format_command
 from ._connection import PAUSED, ConnectionBase, Sentinel
-from ._data import DotStuffer
+from ._data import DotStuffer, LineLimit
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._esmtp_events import (
     Auth,
@@ -74,6 +76,7 @@ from ._replies import ReplyParser
 from ._state import Key, State, expected_digit, is_allowed, key_of, next_state
 from ._syntax import GrammarError, is_ascii
 from .extensions import Capabilities, owner_of
+from .extensions.eightbitmime import body_type
 
 __all__ = ["ClientConfig", "ClientConnection"]
 
@@ -167,10 +170,11 @@ class ClientConnection(ConnectionBase):
         self._lmtp_due: int | None = None
         self._chunk_left: int | None = None
         self._chunk_last = False
+        # The line limit on the BDAT content of the current transaction, or
+        # None when it has none (BODY=BINARYMIME, or max_line_length None).
+        self._bdat_lines = self._line_limit(None)
         #: What the server offered in its last successful EHLO/LHLO reply.
         self.capabilities = Capabilities.none()
-        self._limits: dict[str, int] = {}
-        self._limits_of: Capabilities | None = None
         #: The command the latest reply answered (None: greeting or 421).
         self.last_command: Outstanding = None
         #: The decoded data of the latest 334 challenge (RFC 4954 §4).
@@ -268,6 +272,8 @@ class ClientConnection(ConnectionBase):
                 )
             if not chunk.isascii():
                 self._check_8bit()
+            if self._bdat_lines is not None:
+                self._bdat_lines.check(chunk)
             self._chunk_left -= len(chunk)
             return chunk
         self._check_in_data("MessageData")
@@ -377,16 +383,20 @@ class ClientConnection(ConnectionBase):
             )
 
     def _limit(self, name: str) -> int:
-        """The server's LIMITS value *name* (RFC 9422), or a huge number.
+        """The server's LIMITS value *name* (RFC 9422), or a huge number."""
+        return self.capabilities.limits.get(name, 1 << 62)
 
-        ``Capabilities.limits`` parses the EHLO line on each call; its result
-        is kept for as long as ``capabilities`` is the same object.
+    def _line_limit(self, mail: Mail | None) -> LineLimit | None:
+        """The line limit for the BDAT content of *mail*'s transaction.
+
+        RFC 3030 §3: "BINARYMIME ... the restrictions on line length ...
+        do not apply"; any other body keeps the 1000-octet limit of RFC
+        5321 §4.5.3.1.6, as over DATA.
         """
-        caps = self.capabilities
-        if self._limits_of is not caps:
-            self._limits = caps.limits
-            self._limits_of = caps
-        return self._limits.get(name, 1 << 62)
+        limit = self.config.max_line_length
+        if limit is None or (mail is not None and body_type(mail) == "BINARYMIME"):
+            return None
+        return LineLimit(limit)
 
     def _check_auth(self, command: Auth) -> None:
         if self.authenticated:
@@ -412,6 +422,7 @@ class ClientConnection(ConnectionBase):
             self._sent_mail = command
             self._rcpts_sent = 0
             self._mails_sent += 1
+            self._bdat_lines = self._line_limit(command)
         elif isinstance(command, Rcpt):
             self._rcpts_sent += 1
         elif isinstance(command, (Rset, Ehlo, Helo, Lhlo)):

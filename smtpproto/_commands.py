@@ -56,6 +56,7 @@ from ._syntax import (
     parse_forward_path,
     parse_parameters,
     parse_reverse_path,
+    quoted,
 )
 
 __all__ = ["format_command", "parse_command", "split_verb", "decode_sasl"]
@@ -119,7 +120,7 @@ def _close_path(text: str, index: int) -> tuple[str, str]:
     be followed by a space and the parameters."""
     rest = text[index + 1 :]
     if rest and not rest.startswith(" "):
-        raise GrammarError(f"garbage after path: {rest!r}", 501, "5.5.4")
+        raise GrammarError(f"garbage after path: {quoted(rest)}", 501, "5.5.4")
     return text[: index + 1], rest[1:]
 
 
@@ -221,7 +222,7 @@ def _parse_bdat(argument: str, lenient: bool) -> Command:
     words = argument.split(" ")
     size, last = words[0], words[1:]
     if not size.isdigit() or not size.isascii() or len(size) > 18:
-        raise GrammarError(f"invalid BDAT chunk size {size[:20]!r}", 501, "5.5.4", fatal=True)
+        raise GrammarError(f"invalid BDAT chunk size {quoted(size, 20)}", 501, "5.5.4", fatal=True)
     if last and [word.upper() for word in last] != ["LAST"]:
         raise GrammarError("syntax: BDAT size [LAST]", 501, "5.5.4", fatal=True)
     return Bdat._trusted(size=int(size), last=bool(last))
@@ -233,7 +234,7 @@ def _parse_xclient(argument: str, lenient: bool) -> Command:
         name, equals, value = item.partition("=")
         name = name.upper()
         if not equals or name not in XCLIENT_ATTRIBUTES or name in attributes:
-            raise GrammarError(f"bad XCLIENT attribute {item[:40]!r}", 501, "5.5.4")
+            raise GrammarError(f"bad XCLIENT attribute {quoted(item, 40)}", 501, "5.5.4")
         xtext_decode(value)
         attributes[name] = value
     return Xclient._trusted(attributes=MappingProxyType(attributes))
@@ -272,7 +273,7 @@ def parse_command(line: bytes, *, lenient: bool = False) -> Command:
     raw_verb, space, raw_argument = line.partition(b" ")
     verb = raw_verb.decode("latin-1")
     if _VERB_RE.fullmatch(verb) is None:
-        raise GrammarError(f"invalid command verb {verb[:20]!r}", 500, "5.5.2")
+        raise GrammarError(f"invalid command verb {quoted(verb, 20)}", 500, "5.5.2")
     verb = verb.upper()
     try:
         argument = raw_argument.decode("utf-8")

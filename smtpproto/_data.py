@@ -27,6 +27,12 @@
 # at the start of a line, whether a CR was held back because its LF may
 # arrive in the next chunk, and how long the current line is.
 #
+# ``LineLimit`` (client) checks the same line limit on BDAT content, which
+# goes out as it is (RFC 3030 §3: only BODY=BINARYMIME content may have
+# lines over the limit of RFC 5321 §4.5.3.1.6).  There is no normalising
+# there, so a CR that ends a chunk may be the first half of a CRLF split
+# across two chunks: it is carried, not counted as a line that goes on.
+#
 # ``DotUnstuffer`` (server) finds the end of data *only* at CRLF ``.`` CRLF
 # (attack class 1, inbound smuggling: ``LF.LF``, ``CR.CR``, ``LF.CRLF`` and
 # friends are data).  A chunk it hands out never ends in a prefix of that
@@ -42,7 +48,7 @@ import enum
 
 from ._errors import LocalProtocolError
 
-__all__ = ["DotStuffer", "DotUnstuffer", "END_OF_DATA"]
+__all__ = ["DotStuffer", "DotUnstuffer", "LineLimit", "END_OF_DATA"]
 
 
 class _End(enum.Enum):
@@ -79,7 +85,7 @@ def _longest_line(chunk: bytes, carry: int) -> tuple[int, int]:
     return max(first, max(map(len, lines))), len(lines[-1])
 
 
-def _lines_fit(chunk: bytes, carry: int, limit: int) -> bool:
+def _lines_fit(chunk: bytes, carry: int, limit: int, size: int | None = None) -> bool:
     """True when no line of *chunk*, CRLF included, is longer than *limit*.
 
     Every LF of *chunk* must end a CRLF (the stuffer has normalised it);
@@ -89,9 +95,11 @@ def _lines_fit(chunk: bytes, carry: int, limit: int) -> bool:
     line (as if its CRLF came now, as the final one will).  Jumping each
     time to the *last* LF within *limit* of the previous one finds a gap
     over the limit exactly when there is one, in about ``len(chunk) /
-    (limit - typical line)`` ``rfind`` calls.
+    (limit - typical line)`` ``rfind`` calls.  *size* says where the
+    chunk ends for this purpose when it is not ``len(chunk)`` (a final CR
+    held back: its LF may come next).
     """
-    end = len(chunk) + 1
+    end = (len(chunk) if size is None else size) + 1
     last = -1 - carry
     if end - last <= limit:
         return True
@@ -187,12 +195,7 @@ class DotStuffer:
         carry the length of its unfinished last line to the next chunk."""
         assert self.max_line is not None
         if not _lines_fit(chunk, self._line_length, self.max_line):
-            longest, _ = _longest_line(chunk, self._line_length)
-            raise LocalProtocolError(
-                f"message line of {longest + 2} octets exceeds the limit of "
-                f"{self.max_line} (RFC 5321 §4.5.3.1.6); encode the content "
-                "(quoted-printable or base64) or raise max_line_length"
-            )
+            raise _line_too_long(chunk, self._line_length, self.max_line)
         last_lf = chunk.rfind(b"\n")
         if last_lf < 0:
             self._line_length += len(chunk)
@@ -210,6 +213,45 @@ class DotStuffer:
         self._at_line_start = True
         self._line_length = 0
         return tail + b".\r\n"
+
+
+def _line_too_long(chunk: bytes, carry: int, limit: int) -> LocalProtocolError:
+    longest, _ = _longest_line(chunk, carry)
+    return LocalProtocolError(
+        f"message line of {longest + 2} octets exceeds the limit of "
+        f"{limit} (RFC 5321 §4.5.3.1.6); encode the content "
+        "(quoted-printable or base64) or raise max_line_length"
+    )
+
+
+class LineLimit:
+    """Client side, BDAT: the line length limit on content sent as it is.
+
+    RFC 3030 §3: without ``BODY=BINARYMIME``, BDAT content keeps the line
+    limit of RFC 5321 §4.5.3.1.6 (1000 octets, CRLF included), as DATA
+    content does.  Lines are counted between LFs; a CR that ends a chunk
+    is held back as the possible start of a CRLF.
+    """
+
+    __slots__ = ("max_line", "_line_length", "_pending_cr")
+
+    def __init__(self, max_line: int) -> None:
+        #: Longest text line allowed, CRLF included.
+        self.max_line = max_line
+        self._line_length = 0
+        self._pending_cr = False
+
+    def check(self, chunk: bytes) -> None:
+        """Raise ``LocalProtocolError`` if *chunk* makes a line longer than
+        ``max_line``; otherwise note where its last line stands."""
+        carry = self._line_length + self._pending_cr
+        pending_cr = chunk.endswith(b"\r")
+        size = len(chunk) - pending_cr
+        if not _lines_fit(chunk, carry, self.max_line, size):
+            raise _line_too_long(chunk, carry, self.max_line)
+        last_lf = chunk.rfind(b"\n")
+        self._line_length = carry + size if last_lf < 0 else size - last_lf - 1
+        self._pending_cr = pending_cr
 
 
 class DotUnstuffer:

@@ -32,6 +32,7 @@ from ._syntax import (
     parse_forward_path,
     parse_reverse_path,
     validate_keyword,
+    quoted,
     validate_param_value,
 )
 
@@ -147,6 +148,15 @@ def _check_domain(what: str, domain: str) -> None:
         raise _local_error(exc) from None
 
 
+def _check_encodable(line: str) -> None:
+    """Reply text goes out as UTF-8 (a lone surrogate cannot), with the
+    octets a client could not decode carried as surrogate escapes."""
+    try:
+        line.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"reply text {quoted(line)} cannot be encoded as UTF-8") from None
+
+
 def _freeze_params(params: Parameters) -> Parameters:
     if not params:
         return _EMPTY_PARAMS
@@ -177,7 +187,10 @@ class Reply(Event):
     ``code`` is the three-digit reply code, ``enhanced`` the RFC 3463
     enhanced status code (``"2.1.0"``) or ``None``, and ``text`` the text
     lines without the code or enhanced code.  A multiline reply has several
-    text lines; every line carries the same code (§4.2.1).
+    text lines; every line carries the same code (§4.2.1).  A line may be
+    longer than the 512 octets of §4.5.3.1.5 (a client core takes such
+    replies from servers that send them, up to
+    ``ClientConfig.max_reply_line``), but a server refuses to send it.
     """
 
     code: int
@@ -196,6 +209,8 @@ class Reply(Event):
             raise LocalProtocolError("a reply needs at least one text line")
         for line in self.text:
             _check("reply text", line)
+            if not line.isascii():
+                _check_encodable(line)
         if self.enhanced is not None:
             from ._replies import check_enhanced
 

@@ -18,6 +18,15 @@
 # The bottom of the module is the catalogue of ready replies the server core
 # suggests for every protocol error, each with its RFC 3463 enhanced code.
 #
+# No reply line goes out longer than 512 octets (§4.5.3.1.5).  The core's
+# own replies quote the peer through ``_syntax.quoted`` and ``reply_text``
+# (ASCII, clipped), so they always fit; ``format_reply`` refuses any other
+# reply with a longer line (``LocalProtocolError``, naming the limit): one
+# the application built, or relayed after a client core accepted it (a
+# client takes lines up to ``ClientConfig.max_reply_line``, because real
+# servers exceed 512, and a ``Reply`` stays buildable from what a client
+# received, so the bound is checked where replies are sent, not built).
+#
 # Replies are built once.  The catalogue's wire forms are made at import
 # (``preformat``), so sending 250 Sender OK is a dictionary lookup; a
 # ``ReplyParser`` remembers the one-line replies it has parsed, so the 250
@@ -28,8 +37,9 @@ import re
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import Reply
+from ._syntax import MAX_REPLY_LINE
 
-__all__ = ["check_enhanced", "format_reply", "ReplyParser"]
+__all__ = ["check_enhanced", "format_reply", "reply_text", "ReplyParser"]
 
 # RFC 3463 §2: status-code = class "." subject "." detail
 #   class = "2" / "4" / "5" ; subject = 1*3digit ; detail = 1*3digit
@@ -59,7 +69,9 @@ def format_reply(reply: Reply, *, enhanced_codes: bool = True) -> bytes:
     """Serialise *reply* to wire bytes, one CRLF-terminated line per text line.
 
     With ``enhanced_codes=False`` the enhanced status code is left out (a
-    server that does not offer ENHANCEDSTATUSCODES).
+    server that does not offer ENHANCEDSTATUSCODES).  Raises
+    ``LocalProtocolError`` when a line would be over 512 octets
+    (§4.5.3.1.5).
     """
     wire = _WIRE.get(id(reply))
     if wire is not None:
@@ -83,7 +95,37 @@ def _format(reply: Reply, enhanced_codes: bool) -> bytes:
             out.append(f"{code} {text}\r\n")
         else:
             out.append(f"{code}\r\n")
-    return "".join(out).encode("utf-8", "surrogateescape")
+    wire = "".join(out).encode("utf-8", "surrogateescape")
+    if len(wire) > MAX_REPLY_LINE:
+        longest = max(map(len, wire.split(b"\r\n")))
+        if longest + 2 > MAX_REPLY_LINE:
+            raise LocalProtocolError(
+                f"reply {code} has a line of {longest + 2} octets (code, enhanced status "
+                f"code and CRLF included), over the limit of {MAX_REPLY_LINE} octets "
+                "(RFC 5321 §4.5.3.1.5)"
+            )
+    return wire
+
+
+def reply_text(text: str) -> str:
+    """*text*, a message the core puts into a reply, made fit for one.
+
+    RFC 5321 §4.2.1: ``textstring = 1*(%d09 / %d32-126)``, so non-ASCII
+    characters become ``\\x``/``\\u`` escapes; §4.5.3.1.5: a reply line
+    is at most 512 octets, so the text is clipped to leave room for the
+    code, an enhanced status code and CRLF.  Messages of the core already
+    quote the peer through ``_syntax.quoted``; this also covers an
+    extension's own message (``ServerConfig.extra_extensions``).
+    """
+    if not text.isascii():
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    if len(text) > _MAX_TEXT:
+        text = text[: _MAX_TEXT - 3] + "..."
+    return text
+
+
+#: Longest text ``reply_text`` gives: room for "555-5.999.999 " and CRLF.
+_MAX_TEXT = MAX_REPLY_LINE - 32
 
 
 class ReplyParser:

@@ -16,6 +16,10 @@
 # reply (the checks live in ``_server_checks``); an unknown verb comes out
 # as ``UnknownCommand``.  After ``max_errors`` of them the suggestion
 # becomes 421, which closes the session when sent (attack class 7).
+# Command and SASL lines end at CRLF only (RFC 5321 §2.3.8): a bare LF is
+# part of the line, which is refused once as a whole, so nothing after the
+# LF runs as a command that a peer splitting at CRLF never saw (attack
+# class 5).  ``ServerConfig.lenient`` ends lines at a bare LF instead.
 #
 # Message content.  DATA content is read by ``DotUnstuffer``; it ends only
 # at CRLF.CRLF, and a message with bare CR/LF (unless allowed) or over the
@@ -315,28 +319,32 @@ class ServerConnection(ConnectionBase):
             return self._next_data_event()
         if self._state is State.AUTH:
             return self._next_sasl_event()
-        # The verb of a line too long to keep (RFC 4954 §4 and RFC 3030 §2
-        # need it: see _refuse_line).  No line is too long while the whole
-        # buffer is within the limit, so only then is it worth reading.
-        head = split_verb(self._buffer.head(5))[0] if buffered > self._line_limit else ""
-        line = self._buffer.extract_line(self._line_limit)
+        lenient = self.config.lenient
+        line = self._buffer.extract_line(self._line_limit, crlf_only=not lenient)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
         if line is LINE_TOO_LONG:
-            return self._refuse_line(head, R.LINE_TOO_LONG, "command line too long")
-        content, crlf = line
+            # The verb of the line dropped (RFC 4954 §4 and RFC 3030 §2 need
+            # it: see _refuse_line), read after the rest of any earlier
+            # over-long line was discarded.
+            verb = split_verb(self._buffer.dropped)[0]
+            return self._refuse_line(verb, R.LINE_TOO_LONG, "command line too long")
+        content, _ = line
         verb, _ = split_verb(content)
-        if not crlf and not self.config.lenient:
-            # §2.3.8: lines end with CRLF only; a bare LF is not a line end.
-            return self._refuse_line(verb, R.BAD_LINE, "line ended with a bare LF")
+        if not lenient and b"\n" in content:
+            # §2.3.8: "CR and LF MUST only occur together as CRLF"; the line
+            # runs to the next CRLF, and all of it is one bad line.  Ending it
+            # at the LF would run the rest as a command that a peer splitting
+            # at CRLF only never sees (smuggling, attack class 5).
+            return self._refuse_line(verb, R.BAD_LINE, "bare LF in a command line")
         limit = self._limits.get(verb, self.config.max_command_line)
         if len(content) + 2 > limit:
             reason = f"{verb} line longer than {limit} octets"
             return self._refuse_line(verb, R.LINE_TOO_LONG, reason)
         try:
-            command = parse_command(content, lenient=self.config.lenient)
+            command = parse_command(content, lenient=lenient)
         except GrammarError as exc:
-            reply = R.rejection(exc.code, exc.enhanced, f"Syntax error: {exc}")
+            reply = R.rejection(exc.code, exc.enhanced, R.reply_text(f"Syntax error: {exc}"))
             if exc.fatal:
                 raise RemoteProtocolError(str(exc), reply) from None
             return self._refuse_line(verb, reply, str(exc))
@@ -356,14 +364,16 @@ class ServerConnection(ConnectionBase):
     def _next_sasl_event(self) -> Event | Sentinel:
         # RFC 4954 §4: one line per 334 challenge.  Refusals of these lines
         # count as AUTH failures (ServerAuth), not as command errors.
-        line = self._buffer.extract_line(self.config.max_auth_line + 2)
+        lenient = self.config.lenient
+        line = self._buffer.extract_line(self.config.max_auth_line + 2, crlf_only=not lenient)
         if line is None:
             return self._closed() if self._eof else Sentinel.NEED_DATA
         if line is LINE_TOO_LONG:
             return self._sasl_refusal(_AUTH_LINE_TOO_LONG, "SASL response too long")
-        content, crlf = line
-        if not crlf and not self.config.lenient:
-            return self._sasl_refusal(R.BAD_LINE, "line ended with a bare LF")
+        content, _ = line
+        if not lenient and b"\n" in content:
+            # §2.3.8, as for command lines: one bad line up to the CRLF.
+            return self._sasl_refusal(R.BAD_LINE, "bare LF in a SASL response line")
         return self._sasl_line(content)
 
     def _next_proxy_event(self) -> Event | Sentinel:
@@ -592,15 +602,19 @@ class ServerConnection(ConnectionBase):
         A reply answers the event last handed out; an unprompted 421
         (§3.8) may be sent at any time and closes the session.  After a
         ``RemoteProtocolError`` one reply (its ``reply``) may still be sent.
+        A reply with a line over 512 octets (RFC 5321 §4.5.3.1.5) raises
+        ``LocalProtocolError`` and changes nothing.
         """
         if not isinstance(event, Reply):
             raise LocalProtocolError(
                 f"a server sends only Reply events, not {type(event).__name__}"
             )
+        # Formatted first: a reply that cannot go out must change nothing.
+        wire = self._format(event)
         if self._state is State.ERROR and self._error is not None:
             self._error = None  # the one reply allowed after the error
             self._state = State.CLOSED
-            return self._format(event)
+            return wire
         self._check_sendable(f"reply {event.code}")
         key = self._awaiting
         if key is None:
@@ -610,18 +624,18 @@ class ServerConnection(ConnectionBase):
                     "only an unprompted 421 may be sent"
                 )
             self._state = State.CLOSED
-            return self._format(event)
+            return wire
         if self._proxy_pending and event.code != 421:
             raise LocalProtocolError("the greeting must wait for the PROXY protocol header")
         new = self._after_reply(key, event)
         if self._replies_due > 1 and new is not State.CLOSED:
             self._replies_due -= 1  # LMTP: more replies for this end of data
-            return self._format(event)
+            return wire
         self._replies_due = 0
         self._awaiting = None
         self._awaiting_event = None
         self._enter(new)
-        return self._format(event)
+        return wire
 
     def _format(self, reply: Reply) -> bytes:
         return format_reply(reply, enhanced_codes=self.config.enhanced_status_codes)

@@ -20,7 +20,7 @@ from . import _replies as R
 from ._esmtp_events import Auth, Bdat, Lhlo, StartTLS, Xclient
 from ._events import Command, Data, Ehlo, Helo, Help, Mail, Noop, Quit, Rcpt, Reply, Rset
 from ._state import State
-from ._syntax import GrammarError, is_ascii
+from ._syntax import GrammarError, is_ascii, quoted
 from .extensions import Extension
 
 __all__ = [
@@ -82,15 +82,20 @@ def security_reply(
 def parameters_reply(
     command: Mail | Rcpt, owned: str, by_parameter: Mapping[str, Extension], esmtp: bool
 ) -> Reply | None:
-    """555 for parameters no offered extension owns, 501 for bad values."""
+    """555 for parameters no offered extension owns, 501 for bad values.
+
+    The name or value refused is shown through ``quoted`` (by the
+    extension's own message for a value), so the reply stays ASCII (RFC
+    5321 §4.2.1) and within 512 octets (§4.5.3.1.5).
+    """
     for name, value in command.parameters.items():
         ext = by_parameter.get(name) if esmtp else None
         if ext is None or name not in getattr(ext, owned):
-            return R.rejection(555, "5.5.4", f"Unsupported parameter {name}")
+            return R.rejection(555, "5.5.4", f"Unsupported parameter {quoted(name)}")
         try:
             ext.check_parameter(name, value)
         except GrammarError as exc:
-            return R.rejection(exc.code, exc.enhanced, str(exc))
+            return R.rejection(exc.code, exc.enhanced, R.reply_text(str(exc)))
     return None
 
 

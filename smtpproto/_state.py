@@ -84,6 +84,12 @@ class State(enum.Enum):
     #: A protocol error ended the session; close the transport.
     ERROR = "ERROR"
 
+    # Enum's own __hash__ is Python code (hash of the member's name), run on
+    # every TRANSITIONS lookup.  Members are singletons compared by identity
+    # (Enum defines no __eq__), so the identity hash of object agrees with
+    # equality and is computed in C.
+    __hash__ = object.__hash__
+
 
 class BdatLast:
     """Table key for ``BDAT n LAST``: its reply ends the message, like the

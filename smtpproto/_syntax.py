@@ -10,6 +10,11 @@
 # *allowed* in a given transaction is a policy question answered by the
 # connection (553 5.6.7 without SMTPUTF8), not by the grammar.
 #
+# A message that shows a value shows it through ``quoted``: ``ascii()``
+# escapes and at most ``QUOTE_LIMIT`` characters, because the server puts
+# these messages into reply lines, which hold only %d9 / %d32-126 (§4.2.1)
+# and at most 512 octets (§4.5.3.1.5).
+#
 # Failures raise :class:`GrammarError`, a ``ValueError`` that carries the
 # reply code and enhanced status code a server should answer with.  The
 # event constructors turn it into a ``LocalProtocolError``; the server turns
@@ -33,9 +38,13 @@ __all__ = [
     "validate_param_value",
     "xtext_encode",
     "xtext_decode",
+    "quoted",
     "MAX_LOCAL_PART",
     "MAX_DOMAIN",
+    "MAX_LABEL",
     "MAX_PATH",
+    "MAX_REPLY_LINE",
+    "QUOTE_LIMIT",
 ]
 
 # RFC 5321 §4.5.3.1.1-3: "The maximum total length of a user name or other
@@ -45,6 +54,15 @@ __all__ = [
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_PATH = 256
+# RFC 1035 §2.3.4: "labels 63 octets or less", which RFC 5321 §4.1.2 takes
+# over for the sub-domains of a Domain; for a U-label (RFC 6531 §3.3) the
+# limit applies to its A-label (RFC 5890 §2.3.2.1).
+MAX_LABEL = 63
+# RFC 5321 §4.5.3.1.5: "The maximum total length of a reply line including
+# the reply code and the <CRLF> is 512 octets."
+MAX_REPLY_LINE = 512
+#: Characters of a value that ``quoted`` shows before it clips the rest.
+QUOTE_LIMIT = 64
 
 
 class GrammarError(ValueError):
@@ -100,6 +118,27 @@ _HEXCHAR_RE = re.compile(r"\+([0-9A-F]{2})")
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
+def quoted(value: str | None, limit: int = QUOTE_LIMIT) -> str:
+    """*value* as an error message that may become a reply text shows it.
+
+    ``ascii()`` form: quotes, and escapes for everything outside printable
+    ASCII, so the message stays within RFC 5321 §4.2.1's textstring
+    (%d9 / %d32-126) whatever the peer sent.  At most *limit* characters of
+    the escaped form are shown and ``...`` marks a clipped value, so the
+    reply line stays within 512 octets (§4.5.3.1.5).  ``None`` (a
+    parameter given without a value) shows as ``(no value)``.
+    """
+    if value is None:
+        return "(no value)"
+    head = value[:limit]
+    shown = ascii(head)
+    while len(shown) > limit + 2:
+        # Escapes made it longer: each character is at most 10 escaped ones.
+        head = head[: len(head) - max(1, (len(shown) - limit - 2) // 10)]
+        shown = ascii(head)
+    return shown if len(head) == len(value) else f"{shown}..."
+
+
 def octets(text: str) -> int:
     """Length of *text* in octets once encoded as UTF-8."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
@@ -130,26 +169,43 @@ def parse_domain_or_literal(text: str) -> str:
     if text.startswith("["):
         _check_address_literal(text)
     elif _DOMAIN_RE.fullmatch(text) is None:
-        raise GrammarError(f"invalid domain {text!r}", 501, "5.5.4")
+        raise GrammarError(f"invalid domain {quoted(text)}", 501, "5.5.4")
+    elif len(text) > MAX_LABEL or not text.isascii():
+        _check_labels(text)
     if octets(text) > MAX_DOMAIN:
         raise GrammarError(f"domain longer than {MAX_DOMAIN} octets", 501, "5.5.4")
     return text
+
+
+def _check_labels(domain: str) -> None:
+    """Refuse a label of more than ``MAX_LABEL`` octets (RFC 1035 §2.3.4).
+
+    An ASCII label counts its characters; a U-label (RFC 6531 §3.3) counts
+    the octets of its A-label, ``xn--`` and the Punycode (RFC 3492) of the
+    label, which is what the DNS will hold (RFC 5890 §2.3.2.1).
+    """
+    for label in domain.split("."):
+        size = len(label) if label.isascii() else 4 + len(label.encode("punycode"))
+        if size > MAX_LABEL:
+            raise GrammarError(
+                f"domain label {quoted(label)} longer than {MAX_LABEL} octets", 501, "5.5.4"
+            )
 
 
 def _check_address_literal(text: str) -> None:
     # address-literal = "[" ( IPv4-address-literal / IPv6-address-literal /
     #                         General-address-literal ) "]"
     if not text.endswith("]") or len(text) < 3:
-        raise GrammarError(f"invalid address literal {text!r}", 501, "5.5.4")
+        raise GrammarError(f"invalid address literal {quoted(text)}", 501, "5.5.4")
     inner = text[1:-1]
     ipv4 = _IPV4_RE.fullmatch(inner)
     if ipv4 is not None:
         if any(int(part) > 255 for part in ipv4.groups()):
-            raise GrammarError(f"IPv4 address literal out of range {text!r}", 501, "5.5.4")
+            raise GrammarError(f"IPv4 address literal out of range {quoted(text)}", 501, "5.5.4")
         return
     general = _GENERAL_RE.fullmatch(inner)
     if general is None:
-        raise GrammarError(f"invalid address literal {text!r}", 501, "5.5.4")
+        raise GrammarError(f"invalid address literal {quoted(text)}", 501, "5.5.4")
     if general.group(1).upper() == "IPV6":
         # IPv6-address-literal = "IPv6:" IPv6-addr (RFC 4291 text forms; no
         # zone index, which ipaddress would otherwise accept after "%").
@@ -167,7 +223,7 @@ def _check_address_literal(text: str) -> None:
                 if explicit > 6:
                     raise ValueError(address)
         except ValueError:
-            raise GrammarError(f"invalid IPv6 address literal {text!r}", 501, "5.5.4") from None
+            raise GrammarError(f"invalid IPv6 address literal {quoted(text)}", 501, "5.5.4") from None
 
 
 def parse_mailbox(text: str) -> str:
@@ -182,10 +238,10 @@ def parse_mailbox(text: str) -> str:
     if at < 0:
         at = text.rfind("@")
     if at <= 0:
-        raise GrammarError(f"mailbox {text!r} has no local part and domain", 501, "5.1.3")
+        raise GrammarError(f"mailbox {quoted(text)} has no local part and domain", 501, "5.1.3")
     local, domain = text[:at], text[at + 1 :]
     if _LOCAL_PART_RE.fullmatch(local) is None:
-        raise GrammarError(f"invalid local part {local!r}", 501, "5.1.3")
+        raise GrammarError(f"invalid local part {quoted(local)}", 501, "5.1.3")
     if octets(local) > MAX_LOCAL_PART:
         raise GrammarError(f"local part longer than {MAX_LOCAL_PART} octets", 501, "5.1.3")
     try:
@@ -207,21 +263,21 @@ def _strip_path(text: str, lenient: bool) -> str:
     if not (text.startswith("<") and text.endswith(">")):
         if lenient and text and "<" not in text and ">" not in text:
             return text
-        raise GrammarError(f"path {text!r} is not enclosed in angle brackets", 501, "5.5.4")
+        raise GrammarError(f"path {quoted(text)} is not enclosed in angle brackets", 501, "5.5.4")
     inner = text[1:-1]
     if inner.startswith("@"):
         # A-d-l = At-domain *( "," At-domain ) ; At-domain = "@" Domain
         route, colon, mailbox = inner.partition(":")
         if not colon or not mailbox:
             # A route to no mailbox (``<@a:>``) is not the null path ``<>``.
-            raise GrammarError(f"source route without ':' or mailbox in {text!r}", 501, "5.1.3")
+            raise GrammarError(f"source route without ':' or mailbox in {quoted(text)}", 501, "5.1.3")
         for hop in route.split(","):
             if not hop.startswith("@"):
-                raise GrammarError(f"invalid source route in {text!r}", 501, "5.1.3")
+                raise GrammarError(f"invalid source route in {quoted(text)}", 501, "5.1.3")
             try:
                 parse_domain_or_literal(hop[1:])
             except GrammarError:
-                raise GrammarError(f"invalid source route in {text!r}", 501, "5.1.3") from None
+                raise GrammarError(f"invalid source route in {quoted(text)}", 501, "5.1.3") from None
         return mailbox
     return inner
 
@@ -251,14 +307,14 @@ def parse_forward_path(text: str, *, lenient: bool = False) -> str:
 def validate_keyword(keyword: str) -> str:
     """Check ``esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")``."""
     if _KEYWORD_RE.fullmatch(keyword) is None:
-        raise GrammarError(f"invalid parameter keyword {keyword!r}", 501, "5.5.4")
+        raise GrammarError(f"invalid parameter keyword {quoted(keyword)}", 501, "5.5.4")
     return keyword
 
 
 def validate_param_value(keyword: str, value: str) -> str:
     """Check ``esmtp-value = 1*(%d33-60 / %d62-126)`` (plus UTF-8, RFC 6531)."""
     if _VALUE_RE.fullmatch(value) is None:
-        raise GrammarError(f"invalid value {value!r} for parameter {keyword}", 501, "5.5.4")
+        raise GrammarError(f"invalid value {quoted(value)} for parameter {quoted(keyword)}", 501, "5.5.4")
     return value
 
 
@@ -301,12 +357,12 @@ def xtext_decode(text: str) -> str:
     """Decode RFC 3461 §4 xtext; raises :class:`GrammarError` when malformed
     or when it decodes to control characters (attack class 5)."""
     if _XTEXT_RE.fullmatch(text) is None:
-        raise GrammarError(f"invalid xtext {text!r}", 501, "5.5.4")
+        raise GrammarError(f"invalid xtext {quoted(text)}", 501, "5.5.4")
     raw = _HEXCHAR_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
     try:
         decoded = raw.encode("latin-1").decode("utf-8")
     except UnicodeDecodeError:
-        raise GrammarError(f"xtext {text!r} is not UTF-8", 501, "5.5.4") from None
+        raise GrammarError(f"xtext {quoted(text)} is not UTF-8", 501, "5.5.4") from None
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in decoded):
-        raise GrammarError(f"xtext {text!r} decodes to control characters", 501, "5.5.4")
+        raise GrammarError(f"xtext {quoted(text)} decodes to control characters", 501, "5.5.4")
     return decoded

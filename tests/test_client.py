@@ -367,7 +367,7 @@ def test_command_line_limit_with_extension_allowance() -> None:
         client.send(Noop(text=long_text))
     envid = "+2B" * 100  # xtext of 100 "+" characters, the longest ENVID
     mail = Mail(
-        reverse_path=("l" * 64) + "@" + ("d" * 180) + ".example",  # a 254-octet path
+        reverse_path=("l" * 64) + "@" + ("d" * 60 + ".") * 3 + "examp",  # a 255-octet path
         parameters={"SIZE": "1", "RET": "FULL", "ENVID": envid, "BODY": "8BITMIME"},
     )
     assert len(client.send(mail)) > 512

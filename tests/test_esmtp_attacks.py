@@ -448,7 +448,9 @@ def test_attack_auth_server_oversized_initial_response_is_500_5_5_6() -> None:
 
 def test_attack_auth_server_response_line_with_bare_lf() -> None:
     server = auth_server(max_auth_failures=5)
-    result = answer(server, b"AUTH LOGIN\r\n" + base64.b64encode(b"bob") + b"\nNOOP\r\n")
+    # RFC 5321 §2.3.8: the bare LF ends no line; the response line runs to
+    # the CRLF, NOOP and all, and is refused once.
+    result = answer(server, b"AUTH LOGIN\r\n" + base64.b64encode(b"bob") + b"\nNOOP\r\nNOOP\r\n")
     assert codes(result) == [(334, None), (500, "5.5.2"), (250, "2.0.0")]
     assert not server.authenticated
 
@@ -610,7 +612,7 @@ def test_attack_bdat_client_pipelined_after_refused_chunk_round_trip() -> None:
     pair.hello()
     got = pair.send(
         Mail(reverse_path="a@example.org"), Rcpt(forward_path="b@example.org"),
-        Bdat(size=70000), MessageData(data=b"x" * 70000), EndOfChunk(),
+        Bdat(size=70000), MessageData(data=(b"x" * 998 + b"\r\n") * 70), EndOfChunk(),
         Bdat(size=1, last=True), MessageData(data=b"y"), EndOfMessage(),
     )
     assert [r.code for r in got if isinstance(r, Reply)] == [250, 250, 552, 503]
@@ -890,7 +892,7 @@ def test_attack_lmtp_refused_last_chunk_gets_a_reply_per_recipient() -> None:
     got = pair.send(
         Mail(reverse_path="a@example.org"), Rcpt(forward_path="x@example.org"),
         Rcpt(forward_path="y@example.org"), Bdat(size=70000, last=True),
-        MessageData(data=b"m" * 70000), EndOfMessage(),
+        MessageData(data=(b"m" * 998 + b"\r\n") * 70), EndOfMessage(),
     )
     assert [r.code for r in got if isinstance(r, Reply)] == [250, 250, 250, 552, 552]
     assert pair.client.pending == () and pair.client.state is State.READY
@@ -928,7 +930,7 @@ def test_attack_lmtp_refused_chunk_then_last_chunk() -> None:
     got = pair.send(
         Mail(reverse_path="a@example.org"), Rcpt(forward_path="x@example.org"),
         Rcpt(forward_path="y@example.org"), Bdat(size=70000),
-        MessageData(data=b"m" * 70000), EndOfChunk(), Bdat(size=1, last=True),
+        MessageData(data=(b"m" * 998 + b"\r\n") * 70), EndOfChunk(), Bdat(size=1, last=True),
         MessageData(data=b"m"), EndOfMessage(),
     )
     assert [r.code for r in got if isinstance(r, Reply)] == [250, 250, 250, 552, 503, 503]

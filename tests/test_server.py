@@ -179,20 +179,28 @@ RCPT = b"RCPT TO:<rcpt@example.com>\r\n"
 C, U = CommandRejected, UnknownCommand
 
 
+def long_domain(length: int) -> str:
+    """A domain of *length* octets whose labels keep to RFC 1035 §2.3.4's 63."""
+    labels = []
+    while length > 63:
+        labels.append("d" * 62)
+        length -= 63
+    return ".".join([*labels, "d" * length])
+
+
 def long_mail_line() -> bytes:
     """A 600-octet MAIL line that only the extensions' allowances admit."""
     params = " SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=" + "+41" * 100
     head = "MAIL FROM:<" + "l" * 64 + "@"
     domain_len = 598 - len(head) - 1 - len(params)
-    domain = "d" * 60 + "." + "d" * (domain_len - 61)
-    line = f"{head}{domain}>{params}\r\n".encode()
+    line = f"{head}{long_domain(domain_len)}>{params}\r\n".encode()
     assert len(line) == 600
     return line
 
 
 def long_rcpt_line() -> bytes:
     """An 800-octet RCPT line with DSN parameters (RFC 3461 §5 allows 500 more)."""
-    mailbox = "l" * 64 + "@" + "d" * 60 + "." + "d" * 126
+    mailbox = "l" * 64 + "@" + long_domain(187)
     orcpt = "rfc822;" + "x" * 493  # the longest ORCPT value, 500 characters
     line = f"RCPT TO:<{mailbox}> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt}\r\n".encode()
     assert len(line) == 800
@@ -471,7 +479,9 @@ CASES = [
         [Ehlo, C],
         config=ServerConfig(dsn=False, eightbitmime=False, smtputf8=False),
     ),
-    Case("bare-lf-command-strict", b"NOOP\n" + b"NOOP\r\n", ["500 5.5.2", 250], [C, Noop]),
+    # §2.3.8: the line runs to the CRLF, bare LF and all: one line, one 500.
+    Case("bare-lf-command-strict", b"NOOP\n" + b"NOOP\r\n", ["500 5.5.2"], [C]),
+    Case("bare-lf-then-command", b"NOOP\nNOOP\r\nNOOP\r\n", ["500 5.5.2", 250], [C, Noop]),
     Case("bare-lf-command-lenient", b"NOOP\nNOOP\r\n", [250, 250], [Noop, Noop], config=ServerConfig(lenient=True)),
     Case("bare-cr-inside-command", b"NOOP a\rRSET\r\n", ["500 5.5.2"], [C]),
     Case("bare-cr-inside-command-lenient", b"NOOP a\rRSET\r\n", [500], [C], config=ServerConfig(lenient=True)),

@@ -9,8 +9,10 @@ from smtpproto import Data, Ehlo, Expn, Helo, Help, Mail, Noop, Quit, Rcpt, Rset
 from smtpproto._commands import format_command, parse_command, split_verb
 from smtpproto._syntax import (
     MAX_DOMAIN,
+    MAX_LABEL,
     MAX_LOCAL_PART,
     MAX_PATH,
+    QUOTE_LIMIT,
     GrammarError,
     check_text,
     is_ascii,
@@ -20,6 +22,7 @@ from smtpproto._syntax import (
     parse_mailbox,
     parse_parameters,
     parse_reverse_path,
+    quoted,
     validate_keyword,
     validate_param_value,
     xtext_decode,
@@ -129,6 +132,9 @@ INVALID_DOMAINS = [
     ("[IPv6:1::2::3]", "invalid IPv6"),
     ("[IPv6:fe80::1%eth0]", "invalid IPv6"),  # zone index is not RFC 5321 syntax
     ("[IPv6:::ffff:256.0.0.1]", "invalid IPv6"),
+    # §4.1.3 IPv6-comp: "No more than 6 groups in addition to the '::'".
+    ("[IPv6:1:2:3:4:5:6::7]", "invalid IPv6"),
+    ("[IPv6:1:2:3:4:5::6.7.8.9]", "invalid IPv6"),
     ("[IPv6:]", "invalid address literal"),
     ("[tag:]", "invalid address literal"),
     (":content]", "invalid domain"),
@@ -153,10 +159,11 @@ def test_domain_length_counts_octets() -> None:
     exactly = ".".join([label, label, label, "a" * 63])  # 4*63 + 3 = 255
     assert len(exactly) == MAX_DOMAIN
     assert parse_domain_or_literal(exactly) == exactly
-    exc = grammar_error(parse_domain_or_literal, exactly + "a")
+    exc = grammar_error(parse_domain_or_literal, exactly[:-1] + ".a")  # 256 octets
     assert "255" in str(exc)
     # 128 two-octet characters and 2 dots: 130 characters but 258 octets.
-    utf8 = ".".join(["é" * 60, "é" * 60, "é" * 8])
+    # (57 is the most "é" a label holds: its A-label "xn--9ca" + 56 "a" is 63.)
+    utf8 = ".".join(["é" * 57, "é" * 57, "é" * 14])
     assert len(utf8) < MAX_DOMAIN < octets(utf8)
     assert "255" in str(grammar_error(parse_domain_or_literal, utf8))
 
@@ -591,3 +598,65 @@ def test_lenient_parse(line: bytes, event: object) -> None:
 def test_strict_keeps_trailing_noop_text() -> None:
     assert parse_command(b"NOOP  x ") == Noop(text=" x ")
     assert parse_command(b"VRFY  x ") == Vrfy(text=" x ")
+
+
+# -- domain labels (RFC 1035 §2.3.4) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("domain", "ok"),
+    [
+        ("a" * 63 + ".example", True),
+        ("a" * 64 + ".example", False),
+        ("example." + "a" * 64, False),
+        ("x." + "a" * 64 + ".y", False),
+        (".".join(["a" * 63] * 3), True),  # long domain, every label within
+        ("b\u00fccher.example", True),  # A-label xn--bcher-kva
+        ("\u00e9" * 57, True),  # xn--9ca + 56 "a": 63 octets
+        ("\u00e9" * 58, False),
+        ("a" * 62 + "\u00e9", False),  # 62 ASCII + one U: an A-label of 70
+    ],
+)
+def test_domain_labels_are_at_most_63_octets(domain: str, ok: bool) -> None:
+    assert MAX_LABEL == 63
+    if ok:
+        assert parse_domain_or_literal(domain) == domain
+    else:
+        exc = grammar_error(parse_domain_or_literal, domain)
+        assert "longer than 63 octets" in str(exc) and (exc.code, exc.enhanced) == (501, "5.5.4")
+
+
+def test_mailbox_domain_labels_are_checked_too() -> None:
+    exc = grammar_error(parse_mailbox, "a@" + "b" * 64 + ".example")
+    assert "longer than 63 octets" in str(exc) and exc.enhanced == "5.1.3"
+    assert parse_mailbox("a@" + "b" * 63 + ".example")
+
+
+# -- quoting a value for a reply (RFC 5321 §4.2.1, §4.5.3.1.5) -----------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("BODY", "'BODY'"),
+        ("\u00ff\u00fe", "'\\xff\\xfe'"),
+        ("it's", "\"it's\""),
+        ("", "''"),
+        (None, "(no value)"),
+        ("x" * QUOTE_LIMIT, "'" + "x" * QUOTE_LIMIT + "'"),
+        ("x" * (QUOTE_LIMIT + 1), "'" + "x" * QUOTE_LIMIT + "'..."),
+    ],
+)
+def test_quoted(value: str | None, shown: str) -> None:
+    assert quoted(value) == shown
+
+
+def test_quoted_clips_what_escapes_make_long() -> None:
+    # Each "\U0001f600" is ten characters escaped: only six fit in 64.
+    shown = quoted("\U0001f600" * 10)
+    assert shown == "'" + "\\U0001f600" * 6 + "'..."
+    assert quoted("\u00e9" * 40, 20).startswith("'\\xe9")
+    for value in ("\u00e9" * 200, "\x00\x7f" * 50, "a\u20ac" * 70, "\U0001f600" * 7):
+        shown = quoted(value)
+        assert shown.isascii() and shown.isprintable()
+        assert len(shown) <= QUOTE_LIMIT + 5

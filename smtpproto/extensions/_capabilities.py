@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._events import Reply
 
@@ -34,6 +34,17 @@ class Capabilities:
     keywords: Mapping[str, tuple[str, ...]]
     #: The reply's text lines after the first, exactly as received.
     raw: tuple[str, ...] = ()
+    # LIMITS read once, when built: the client consults them for every MAIL
+    # and RCPT it sends.
+    _limits: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        found: dict[str, int] = {}
+        for item in self.keywords.get("LIMITS", ()):
+            name, _, value = item.partition("=")
+            if value.isascii() and value.isdigit() and int(value) > 0:
+                found[name.upper()] = int(value)
+        object.__setattr__(self, "_limits", types.MappingProxyType(found))
 
     @classmethod
     def from_reply(cls, reply: Reply) -> Capabilities:
@@ -134,14 +145,10 @@ class Capabilities:
         return tuple(m.upper() for m in self.keywords.get("AUTH", ()))
 
     @property
-    def limits(self) -> dict[str, int]:
+    def limits(self) -> Mapping[str, int]:
         """The LIMITS (RFC 9422) the server announced, e.g. ``RCPTMAX``.
 
-        Malformed entries are ignored: the limits are advisory.
+        Malformed entries are ignored: the limits are advisory.  Read once,
+        when the capabilities are built; the mapping is read-only.
         """
-        found: dict[str, int] = {}
-        for item in self.keywords.get("LIMITS", ()):
-            name, _, value = item.partition("=")
-            if value.isdigit() and int(value) > 0:
-                found[name.upper()] = int(value)
-        return found
+        return self._limits

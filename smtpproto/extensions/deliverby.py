@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from .._events import Mail
-from .._syntax import GrammarError
+from .._syntax import GrammarError, quoted
 from ._base import Extension
 
 __all__ = ["DeliverBy", "deliver_by"]
@@ -38,7 +38,7 @@ class DeliverBy(Extension):
     def check_parameter(cls, name: str, value: str | None) -> None:
         match = _BY_RE.fullmatch(value or "")
         if match is None:
-            raise GrammarError(f"BY must be time;N|R[T], not {value!r}", 501, "5.5.4")
+            raise GrammarError(f"BY must be time;N|R[T], not {quoted(value)}", 501, "5.5.4")
         if match.group(2).upper() == "R" and int(match.group(1)) <= 0:
             raise GrammarError("BY with mode R needs a positive time", 501, "5.5.4")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from .._events import Mail, Parameters, Rcpt
-from .._syntax import GrammarError, xtext_decode, xtext_encode
+from .._syntax import GrammarError, quoted, xtext_decode, xtext_encode
 from ._base import Extension
 
 __all__ = ["Dsn", "mail_parameters", "rcpt_parameters", "ret", "envid", "notify", "orcpt"]
@@ -44,7 +44,7 @@ class Dsn(Extension):
             raise GrammarError(f"{name} needs a value", 501, "5.5.4")
         if name == "RET":
             if value.upper() not in ("FULL", "HDRS"):
-                raise GrammarError(f"RET must be FULL or HDRS, not {value!r}", 501, "5.5.4")
+                raise GrammarError(f"RET must be FULL or HDRS, not {quoted(value)}", 501, "5.5.4")
         elif name == "ENVID":
             decoded = xtext_decode(value)
             if len(decoded) > _MAX_ENVID or not decoded.isascii():

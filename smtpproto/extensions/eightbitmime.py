@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from .._events import Mail, Reply
 from .._replies import rejection
-from .._syntax import GrammarError
+from .._syntax import GrammarError, quoted
 from ._base import Extension
 
 __all__ = ["EightBitMime", "body_type"]
@@ -35,7 +35,7 @@ class EightBitMime(Extension):
     def check_parameter(cls, name: str, value: str | None) -> None:
         if value is None or value.upper() not in cls.body_values:
             raise GrammarError(
-                f"BODY must be 7BIT, 8BITMIME or BINARYMIME, not {value!r}", 501, "5.5.4"
+                f"BODY must be 7BIT, 8BITMIME or BINARYMIME, not {quoted(value)}", 501, "5.5.4"
             )
 
     @classmethod

@@ -10,7 +10,7 @@ import re
 
 from .._events import Mail, Reply
 from .._replies import rejection
-from .._syntax import GrammarError
+from .._syntax import GrammarError, quoted
 from ._base import Extension
 
 __all__ = ["FutureRelease", "hold"]
@@ -42,7 +42,7 @@ class FutureRelease(Extension):
     def check_parameter(cls, name: str, value: str | None) -> None:
         pattern = _HOLDFOR_RE if name == "HOLDFOR" else _HOLDUNTIL_RE
         if value is None or pattern.fullmatch(value) is None:
-            raise GrammarError(f"invalid {name} value {value!r}", 501, "5.5.4")
+            raise GrammarError(f"invalid {name} value {quoted(value)}", 501, "5.5.4")
 
     def check_mail(self, mail: Mail) -> Reply | None:
         if "HOLDFOR" in mail.parameters and "HOLDUNTIL" in mail.parameters:

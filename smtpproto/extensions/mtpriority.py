@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from .._events import Mail
-from .._syntax import GrammarError
+from .._syntax import GrammarError, quoted
 from ._base import Extension
 
 __all__ = ["MtPriority", "priority"]
@@ -32,7 +32,7 @@ class MtPriority(Extension):
     @classmethod
     def check_parameter(cls, name: str, value: str | None) -> None:
         if value is None or _PRIORITY_RE.fullmatch(value) is None:
-            raise GrammarError(f"MT-PRIORITY must be -9 to 9, not {value!r}", 501, "5.5.4")
+            raise GrammarError(f"MT-PRIORITY must be -9 to 9, not {quoted(value)}", 501, "5.5.4")
 
 
 def priority(mail: Mail) -> int | None:

@@ -11,7 +11,7 @@ import re
 
 from .._events import Mail, Reply
 from .._replies import MESSAGE_TOO_BIG
-from .._syntax import GrammarError
+from .._syntax import GrammarError, quoted
 from ._base import Extension
 
 __all__ = ["Size", "declared_size"]
@@ -41,7 +41,7 @@ class Size(Extension):
     @classmethod
     def check_parameter(cls, name: str, value: str | None) -> None:
         if value is None or _SIZE_RE.fullmatch(value) is None:
-            raise GrammarError(f"SIZE needs a decimal number of octets, not {value!r}", 501, "5.5.4")
+            raise GrammarError(f"SIZE needs a decimal number of octets, not {quoted(value)}", 501, "5.5.4")
 
     def check_mail(self, mail: Mail) -> Reply | None:
         size = declared_size(mail)

@@ -156,7 +156,12 @@ def _label(draw: st.DrawFn, utf8: bool) -> str:
     if draw(st.integers(0, 3)) == 0:
         return first
     middle = draw(st.text(alphabet=_alphabet(_LDH, utf8), max_size=12))
-    return first + middle + draw(let_dig)
+    last = draw(let_dig)
+    # RFC 1035 §2.3.4: 63 octets a label; a U-label's A-label ("xn--" and
+    # its Punycode) is what counts, and wide code points make it long.
+    while middle and 4 + len((first + middle + last).encode("punycode")) > 63:
+        middle = middle[:-1]
+    return first + middle + last
 
 
 @st.composite
@@ -730,11 +735,16 @@ _WORDS = st.text(alphabet=_PRINTABLE, max_size=30).map(lambda text: text.encode(
 
 
 def _break_long_lines(body: bytes, limit: int) -> bytes:
-    """Insert CRLF into every run of more than *limit* octets without CR/LF."""
+    """Insert CRLF into every run of more than *limit* octets without LF.
+
+    A bare CR counts as an octet of the line: over DATA the client core
+    makes it a line end, but BDAT content goes out as it is, where only LF
+    ends a line (the client core counts BDAT lines between LFs).
+    """
     out = bytearray()
     run = 0
     for byte in body:
-        if byte in (0x0D, 0x0A):
+        if byte == 0x0A:
             run = 0
         elif run == limit:
             out += b"\r\n"
@@ -756,8 +766,9 @@ def message_bodies(
     (``LF.LF``, ``CR.CR``, ``LF.CRLF``...) inside, NUL, plain words and, with
     *eight_bit*, arbitrary octets.  They may be empty or lack a final line
     end.  With *max_line_length* (CRLF included, §4.5.3.1.6) no line is
-    longer once bare CR and LF count as line ends, so a client core with
-    that limit accepts every body.
+    longer, lines counted between LFs (a bare CR ends no line on the wire
+    of BDAT), so a client core with that limit accepts every body, over
+    DATA and over BDAT.
     """
     pieces: list[st.SearchStrategy[bytes]] = [st.sampled_from(_HOSTILE), _WORDS]
     if eight_bit:
