@@ -473,3 +473,17 @@ def test_cli_lists_the_attacks_through_python_m() -> None:
     )
     listed = [line.split()[0] for line in done.stdout.splitlines()]
     assert listed == [a.name for a in ATTACKS]
+
+
+# -- the sample on the probe page (docs/probe.rst includes this function) ------
+
+
+def check_server(host: str, port: int) -> None:
+    report = run_probe(host, port, rcpt="test@example.org", timeout=5)
+    assert report.error is None, report.error
+    assert not report.unsafe, report.format_table()
+
+
+def test_the_documented_check_passes_on_our_server() -> None:
+    with running("sync", Recorder(), config=ServerConfig()) as (host, port):
+        check_server(host, port)

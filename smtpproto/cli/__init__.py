@@ -1,7 +1,7 @@
 """The command line ``python -m smtpproto``, as a library.
 
-``serve`` (:mod:`.serve`), ``send`` (:mod:`.send`) and ``demo``
-(:mod:`.demo`), with what they are built from: the storage sinks
+``serve`` (:mod:`.serve`), ``send`` (:mod:`.send`), ``demo``
+(:mod:`.demo`) and ``probe`` (:mod:`.probe`), with what they are built from: the storage sinks
 (:mod:`.sinks`), the trace header fields (:mod:`.received`), the
 password-file AUTH handler (:mod:`.handler`), the adapters' run loops
 (:mod:`.backends`) and the swaks-style transcript (:mod:`.transcript`).
