@@ -43,6 +43,7 @@
 # a PROXY header is read before the greeting.
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from . import _replies as R
@@ -292,9 +293,14 @@ class ServerConnection(ConnectionBase):
 
     def _next_event(self) -> Event | Sentinel:
         buffered = len(self._buffer.data)
-        if buffered > self.config.max_receive_buffer and (
-            self._awaiting is not None
-            or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
+        if (
+            buffered > self.config.max_receive_buffer
+            and (
+                self._awaiting is not None
+                or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
+            )
+            and _command_octets(self._buffer.data, self.config.max_receive_buffer)
+            > self.config.max_receive_buffer
         ):
             # Input piling up unread: a pipeline flood, or a peer that talks
             # on while its commands await replies (attack class 7).  Message
@@ -722,3 +728,30 @@ _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     AuthCancel: lambda s: s._auth.limited(AUTH_CANCELLED),
     Xclient: lambda s: s.greeting(),
 }
+
+
+_BDAT_LINE = re.compile(rb"BDAT +([0-9]{1,20})(?: +LAST)? *", re.IGNORECASE)
+
+
+def _command_octets(data: bytearray, limit: int) -> int:
+    """The octets of *data* that are command lines, not declared BDAT
+    chunks, counted until they pass *limit*.
+
+    RFC 3030 §2: a chunk's octets follow its ``BDAT n`` line at once, and
+    BDAT may be pipelined (§4.2), so a chunk that arrived in the same read
+    as its command is message content on its way, not a flood of unread
+    commands (attack class 7 bounds only the latter).  Each step skips a
+    whole line or a whole chunk, so the walk is short.
+    """
+    count = position = 0
+    end = len(data)
+    while position < end and count <= limit:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return count + end - position
+        count += line_end + 2 - position
+        match = _BDAT_LINE.fullmatch(data, position, line_end)
+        position = line_end + 2
+        if match is not None:
+            position += int(match.group(1))
+    return count

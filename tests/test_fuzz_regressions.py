@@ -73,13 +73,6 @@ _TRANSACTION = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
 _CHUNK = b"x" * 2000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RemoteProtocolError,
-    reason="core bug (found by tests/test_stateful.py, PairMachine): the unprocessed-input "
-    "bound counts the octets of a BDAT chunk that arrived with its BDAT line as a command "
-    "flood, and closes the session with 421",
-)
 @pytest.mark.parametrize("pipelined", [False, True], ids=["after RCPT", "with MAIL and RCPT"])
 def test_pipelined_bdat_chunk_over_the_input_bound_is_not_a_flood(pipelined: bool) -> None:
     # RFC 3030 §2: the chunk's octets follow the BDAT line at once, and BDAT
@@ -102,6 +95,21 @@ def test_pipelined_bdat_chunk_over_the_input_bound_is_not_a_flood(pipelined: boo
     assert content == _CHUNK
     assert isinstance(events[-1], EndOfMessage)
     assert whole.state is split.state
+
+
+@pytest.mark.parametrize(
+    "after_chunk",
+    [b"NOOP\r\n" * 300, b"NOOP\r\n" + b"X" * 1500],
+    ids=["commands", "an unfinished line"],
+)
+def test_commands_piled_up_behind_a_bdat_chunk_are_still_a_flood(after_chunk: bytes) -> None:
+    # The chunk's octets are content, but the commands (or the unfinished
+    # line) that follow it in the same read are unread input like any
+    # other: past max_receive_buffer they are a flood (attack class 7).
+    server = ready_server(ServerConfig(max_receive_buffer=1024))
+    with pytest.raises(RemoteProtocolError) as caught:
+        serve(server, _TRANSACTION + b"BDAT 2000 LAST\r\n" + _CHUNK + after_chunk)
+    assert caught.value.reply is not None and caught.value.reply.code == 421
 
 
 def test_lenient_server_hands_out_any_hello_word_as_sent() -> None:
