@@ -200,6 +200,30 @@ def _undocumented(where: str, exc: BaseException) -> InvariantViolation:
 # -- the server ------------------------------------------------------------
 
 
+def _checked_tls_established(conn: ServerConnection | ClientConnection, eof: bool, after: str) -> None:
+    """``conn.tls_established()``, with what either role must do checked:
+    a remote error only in state TLS and only with bytes (or EOF) after
+    *after* (it is re-raised), a refusal only outside TLS and without a
+    state change, and a fresh GREETED session under TLS on success."""
+    state = conn.state
+    try:
+        conn.tls_established()
+    except RemoteProtocolError as exc:
+        _require(state is State.TLS, lambda: f"remote error from tls_established() in {state}")
+        _require(
+            bool(conn.trailing_data[0]) or eof,
+            lambda: f"{exc!r} with no data after {after}",
+        )
+        raise
+    except LocalProtocolError:
+        _require(state is not State.TLS, "tls_established() refused in state TLS")
+        _require(conn.state is state, "a refused tls_established() changed the state")
+        raise
+    except Exception as exc:
+        raise _undocumented(f"{type(conn).__name__}.tls_established()", exc) from exc
+    _require(conn.state is State.GREETED and conn.tls, "TLS did not restart the session")
+
+
 class CheckedServer:
     """A ``ServerConnection`` whose every call is checked.
 
@@ -530,25 +554,11 @@ class CheckedServer:
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake completed, checked."""
-        server = self.server
-        state = server.state
         try:
-            server.tls_established()
+            _checked_tls_established(self.server, self.eof, "STARTTLS")
         except RemoteProtocolError as exc:
-            _require(state is State.TLS, lambda: f"remote error from tls_established() in {state}")
-            _require(
-                bool(server.trailing_data[0]) or self.eof,
-                lambda: f"{exc!r} with no data after STARTTLS",
-            )
             self.error = exc
             raise
-        except LocalProtocolError:
-            _require(state is not State.TLS, "tls_established() refused in state TLS")
-            _require(server.state is state, "a refused tls_established() changed the state")
-            raise
-        except Exception as exc:
-            raise _undocumented("ServerConnection.tls_established()", exc) from exc
-        _require(server.state is State.GREETED and server.tls, "TLS did not restart the session")
 
     def check_after_error(self) -> None:
         """After a RemoteProtocolError: no event ever again, only the error
@@ -701,26 +711,12 @@ class CheckedClient:
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake completed, checked."""
-        client = self.client
-        state = client.state
         try:
-            client.tls_established()
+            _checked_tls_established(self.client, self.eof, "the 220")
         except RemoteProtocolError as exc:
-            _require(state is State.TLS, lambda: f"remote error from tls_established() in {state}")
-            _require(
-                bool(client.trailing_data[0]) or self.eof,
-                lambda: f"{exc!r} with no data after the 220",
-            )
             self.error = exc
             raise
-        except LocalProtocolError:
-            _require(state is not State.TLS, "tls_established() refused in state TLS")
-            _require(client.state is state, "a refused tls_established() changed the state")
-            raise
-        except Exception as exc:
-            raise _undocumented("ClientConnection.tls_established()", exc) from exc
-        _require(client.state is State.GREETED and client.tls, "TLS did not restart the session")
-        _require(not client.capabilities.keywords, "capabilities survived STARTTLS")
+        _require(not self.client.capabilities.keywords, "capabilities survived STARTTLS")
 
     # -- receiving -----------------------------------------------------------
 
