@@ -15,11 +15,12 @@ work (the tests run them).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from email.message import Message
 from typing import Any, TypeVar, cast
@@ -45,22 +46,36 @@ _CLOSE_WAIT = 5.0
 
 
 class _Stream(asyncio.Protocol):
-    """One connection as a byte stream: reads with a timeout (and a session
-    deadline), writes with flow control, the switch to TLS, a close that
-    waits for the end, and :meth:`run`, which performs a flow's actions.
+    """One connection as a byte stream that performs a flow's actions.
 
-    Cheap per round trip, since a server does one per command: a read that
-    finds bytes waiting, a write the transport takes without pausing and a
-    hook that is not a coroutine are done inline, with no coroutine, timer
-    or event.  A read that must wait parks on one future; its deadline is
-    watched by a single timer per connection that is re-armed lazily: it
-    stays scheduled at the deadline it was set for, and when it fires
-    before the current (later) deadline it schedules itself again, so
-    pushing the deadline on by a command's timeout costs nothing.  A write
-    waits (with its timeout) only while the transport is paused above its
-    high-water mark."""
+    The flow is driven from the protocol's callbacks, not from a task: bytes
+    arriving (``data_received``) resume a flow parked at a Receive and run
+    it inline until it parks again, so a command costs one trip through
+    the event loop and an idle session holds no task and no coroutine.  A
+    Send the transport takes without pausing, a Receive that finds bytes
+    waiting and a hook that is not a coroutine are done inline too.  Only
+    what must wait runs in a short task that ends with it: a hook's
+    awaitable, a write paused above the high-water mark, the switch to TLS,
+    and the close.
 
-    def __init__(self, on_connect: Callable[[_Stream], None] | None = None) -> None:
+    A parked read has a deadline (the command's, kept across the reads of
+    one command, and the session's), watched by one timer per connection
+    that is re-armed lazily: it stays scheduled at the deadline it was set
+    for, and when it fires before the current (later) deadline it
+    schedules itself again, so pushing the deadline on costs nothing.
+    """
+
+    __slots__ = (
+        "transport", "ssl_context", "server_side", "handler", "deadline", "action",
+        "_on_connect", "_on_done", "_loop", "_buffer", "_eof", "_stopping", "_paused",
+        "_lost", "_error", "_read_deadline", "_waiter", "_wait_until", "_timer", "_timer_at",
+        "_flow", "_parked", "_task", "_stepping", "_closed",
+    )
+
+    def __init__(
+        self,
+        on_connect: Callable[[_Stream], None] | None = None,
+    ) -> None:
         self._on_connect = on_connect
         self.transport: asyncio.Transport | None = None
         #: Set by the owner: the context for STARTTLS, which side of the
@@ -72,20 +87,29 @@ class _Stream(asyncio.Protocol):
         self.deadline: float | None = None
         #: The action being performed (a cancelled session looks at it).
         self.action: object = None
+        # Called with the flow's outcome (result, exception) when it ends.
+        self._on_done: Callable[[Any, BaseException | None], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
-        self._eof = self._stopping = self._paused = False
+        self._eof = self._stopping = self._paused = self._lost = self._stepping = False
         self._error: Exception | None = None
         # The loop time at which the command being read times out.
         self._read_deadline: float | None = None
-        # The parked read (or paused write) and the deadline it waits for.
+        # A task's wait (a paused write, the close) and the time it ends.
         self._waiter: asyncio.Future[None] | None = None
         self._wait_until: float | None = None
-        # The timer watching _wait_until, and the time it is set for.
+        # The timer watching the parked read or the wait, and its time.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        #: Done once the transport is gone.
-        self.lost: asyncio.Future[None] = self._loop.create_future()
+        # The flow being run, the Receive it is parked at, and the task
+        # doing an action that must wait.
+        self._flow: Flow[Any] | None = None
+        self._parked: Receive | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Done once the transport is gone (made when somebody waits).
+        self._closed: asyncio.Future[None] | None = None
+
+    # -- the transport's callbacks -----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Any loop's stream transport (uvloop's is not an asyncio.Transport
@@ -93,11 +117,6 @@ class _Stream(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if self._on_connect is not None:
             self._on_connect(self)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -112,13 +131,26 @@ class _Stream(asyncio.Protocol):
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof, self._error, self._paused = True, exc, False
-        self._wake()
+        self._eof = self._lost = True
+        self._error, self._paused = exc, False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self.lost.done():
-            self.lost.set_result(None)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    @property
+    def lost(self) -> bool:
+        """True once the transport is gone."""
+        return self._lost
 
     def _abandon(self) -> None:
         """Abort the transport and count the connection as lost without
@@ -129,19 +161,20 @@ class _Stream(asyncio.Protocol):
             self.transport.abort()
         self.connection_lost(None)
 
-    def pause_writing(self) -> None:
-        self._paused = True
+    # -- waking and the timer ------------------------------------------------------
 
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake()
-
-    # -- waiting with a deadline -------------------------------------------------
+    def _wake(self) -> None:
+        """Something happened: resume a parked flow, or a task's wait."""
+        if self._parked is not None and not self._stepping:
+            self._poll()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _on_timer(self) -> None:
         self._timer = None
         until = self._wait_until
-        if until is None or self._waiter is None:
+        if until is None:
             return  # nobody waits: stay unarmed until somebody does
         if self._loop.time() >= until:
             self._wake()
@@ -157,9 +190,178 @@ class _Stream(asyncio.Protocol):
         self._timer_at = until
         self._timer = self._loop.call_at(until, self._on_timer)
 
+    # -- running a flow ------------------------------------------------------------
+
+    def start(self, flow: Flow[Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run *flow* from here on; *on_done* gets its result or exception."""
+        self._flow, self._on_done = flow, on_done
+        self._step(None, None)
+
+    async def run(self, flow: Flow[T]) -> T:
+        """Run *flow* to its end and return its result (or raise)."""
+        done: asyncio.Future[T] = self._loop.create_future()
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        self.start(flow, finished)
+        try:
+            return await done
+        finally:
+            if self._flow is flow:
+                self.abort_flow()  # cancelled: leave no suspended flow behind
+
+    def abort_flow(self) -> None:
+        """Stop the flow where it is (closing the generator), and any task."""
+        flow, self._flow, self._parked, self._wait_until = self._flow, None, None, None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        if flow is not None:
+            flow.close()
+
+    def stop(self) -> None:
+        """Throw :class:`Shutdown` at the waiting read, or at the next one."""
+        self._stopping = True
+        self._wake()
+
+    def _step(self, value: Any, error: BaseException | None) -> None:
+        """Resume the flow with *value* (or throw *error*) and perform its
+        actions inline until it parks at a Receive, hands an action to a
+        task, or ends."""
+        flow = self._flow
+        if flow is None:
+            return
+        self._stepping = True
+        try:
+            while True:
+                try:
+                    action = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    self._end(stop.value, None)
+                    return
+                except BaseException as exc:  # noqa: BLE001 - the flow's own failure
+                    self._end(None, exc)
+                    return
+                value, error = None, None
+                self.action = action
+                kind = type(action)
+                try:
+                    if kind is Receive:
+                        receive = cast(Receive, action)
+                        if not receive.continued:
+                            timeout = receive.timeout
+                            self._read_deadline = None if timeout is None else self._loop.time() + timeout
+                        value = self._read_now(receive.size)
+                        if value is None:
+                            self._parked = receive
+                            return
+                    elif kind is Send:
+                        send = cast(Send, action)
+                        self._write_now(send.data)
+                        if self._paused:
+                            self._spawn(self._drain(send.timeout))
+                            return
+                    elif kind is Call:
+                        call = cast(Call, action)
+                        assert self.handler is not None
+                        value = getattr(self.handler, call.hook)(*call.args)
+                        if inspect.isawaitable(value):
+                            self._spawn(value)
+                            return
+                    elif kind is StartTLS:
+                        self._spawn(self.start_tls(cast(StartTLS, action).server_hostname))
+                        return
+                    else:
+                        self._spawn(self.close())
+                        return
+                except Exception as exc:  # noqa: BLE001 - the flow decides
+                    value, error = None, exc
+        finally:
+            self._stepping = False
+
+    def _end(self, result: Any, error: BaseException | None) -> None:
+        self._flow = self._parked = None
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(result, error)
+
+    def _spawn(self, awaitable: Awaitable[Any]) -> None:
+        """Perform an action that must wait in a task, then step on."""
+        self._task = self._loop.create_task(self._finish(awaitable))
+
+    async def _finish(self, awaitable: Awaitable[Any]) -> None:
+        try:
+            value, error = await awaitable, None
+        except asyncio.CancelledError:
+            raise  # abort_flow() cancelled the task and closes the flow
+        except Exception as exc:  # noqa: BLE001 - thrown into the flow
+            value, error = None, exc
+        self._task = None
+        self._step(value, error)
+
+    # -- the actions ---------------------------------------------------------------
+
+    def _read_now(self, size: int) -> bytes | None:
+        """The outcome of the read the flow waits for, if there is one yet:
+        bytes, ``b""`` at the end, or an exception (Shutdown, a timeout,
+        the connection's error); None while it must wait (the timer is
+        armed for its deadline)."""
+        if self._stopping:
+            raise Shutdown()
+        now = self._loop.time()
+        if self.deadline is not None and now >= self.deadline:
+            raise TimeoutError("the session lasted too long")
+        if self._buffer:
+            return self._consume(size)
+        if self._eof:
+            if self._error is not None:
+                raise self._error
+            return b""
+        deadline = self._read_deadline
+        if self.deadline is not None:
+            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        if deadline is not None:
+            if now >= deadline:
+                raise TimeoutError("no input within the timeout")
+            self._arm(deadline)
+        self._wait_until = deadline
+        return None
+
+    def _poll(self) -> None:
+        """A parked flow's read may be done: step on if it is."""
+        assert self._parked is not None
+        try:
+            value = self._read_now(self._parked.size)
+        except Exception as exc:  # noqa: BLE001 - thrown into the flow
+            self._parked = self._wait_until = None
+            self._step(None, exc)
+            return
+        if value is not None:
+            self._parked = self._wait_until = None
+            self._step(value, None)
+
+    def _consume(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if len(self._buffer) < _READ_LIMIT and self.transport is not None and not self._lost:
+            self.transport.resume_reading()
+        return data
+
+    def _write_now(self, data: bytes) -> None:
+        if self.transport is None or self._lost:
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+        if self._lost:
+            raise ConnectionResetError("the connection was lost while writing")
+
     async def _wait(self, until: float | None) -> None:
-        """Park until woken (bytes, the end, a resumed write, a stop) or
-        until the loop time *until*."""
+        """Park a task until woken or until the loop time *until*."""
         self._waiter = waiter = self._loop.create_future()
         self._wait_until = until
         if until is not None:
@@ -169,109 +371,6 @@ class _Stream(asyncio.Protocol):
         finally:
             self._waiter = self._wait_until = None
 
-    # -- the flows' actions ------------------------------------------------------
-
-    async def run(self, flow: Flow[T]) -> T:
-        """Perform *flow*'s actions until it returns; failures are thrown in.
-
-        Send, Call and a Receive that finds bytes waiting are done inline
-        (see the class docstring); the rest go through :meth:`_do`."""
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    action = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                value, error = None, None
-                self.action = action
-                try:
-                    kind = type(action)
-                    if kind is Receive and self._buffer and not self._stopping:
-                        value = self._take(cast(Receive, action))
-                    elif kind is Send:
-                        send = cast(Send, action)
-                        self._write_now(send.data)
-                        if self._paused:
-                            await self._drain(send.timeout)
-                    elif kind is Call:
-                        call = cast(Call, action)
-                        assert self.handler is not None
-                        value = getattr(self.handler, call.hook)(*call.args)
-                        if inspect.isawaitable(value):
-                            value = await value
-                    else:
-                        value = await self._do(action)
-                except Exception as exc:  # noqa: BLE001 - the flow decides
-                    value, error = None, exc
-        finally:
-            flow.close()  # a cancelled run leaves no suspended flow behind
-
-    async def _do(self, action: object) -> Any:
-        if isinstance(action, Receive):
-            return await self.read(action.size, action.timeout, action.continued)
-        elif isinstance(action, StartTLS):
-            await self.start_tls(action.server_hostname)
-        elif isinstance(action, Close):
-            await self.close()
-        return None
-
-    def stop(self) -> None:
-        """Throw :class:`Shutdown` at the waiting read, or at the next one."""
-        self._stopping = True
-        self._wake()
-
-    def _take(self, action: Receive) -> bytes:
-        """A read that finds bytes waiting: no wait, but the same checks
-        and the same deadline bookkeeping as :meth:`read`."""
-        now = self._loop.time()
-        if not action.continued:
-            self._read_deadline = None if action.timeout is None else now + action.timeout
-        if self.deadline is not None and now >= self.deadline:
-            raise TimeoutError("the session lasted too long")
-        return self._consume(action.size)
-
-    def _consume(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        if len(self._buffer) < _READ_LIMIT and self.transport is not None and not self.lost.done():
-            self.transport.resume_reading()
-        return data
-
-    async def read(self, size: int, timeout: float | None, continued: bool = False) -> bytes:
-        """Read at most *size* bytes (``b""`` at the end) within *timeout*
-        seconds, or by the deadline of the read this one *continued* (the
-        rest of one command shares its deadline), and the session's."""
-        now = self._loop.time()
-        if not continued:
-            self._read_deadline = None if timeout is None else now + timeout
-        deadline = self._read_deadline
-        if self.deadline is not None:
-            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
-        while True:
-            if self._stopping:
-                raise Shutdown()
-            if self.deadline is not None and now >= self.deadline:
-                raise TimeoutError("the session lasted too long")
-            if self._buffer or self._eof:
-                break
-            if deadline is not None and now >= deadline:
-                raise TimeoutError("no input within the timeout")
-            await self._wait(deadline)
-            now = self._loop.time()
-        if not self._buffer and self._error is not None:
-            raise self._error
-        return self._consume(size)
-
-    def _write_now(self, data: bytes) -> None:
-        if self.transport is None or self.lost.done():
-            raise ConnectionResetError("the connection is closed")
-        self.transport.write(data)
-        if self.lost.done():
-            raise ConnectionResetError("the connection was lost while writing")
-
     async def _drain(self, timeout: float | None) -> None:
         """Wait while the transport is paused (above its high-water mark),
         at most *timeout* seconds."""
@@ -280,7 +379,7 @@ class _Stream(asyncio.Protocol):
             if until is not None and self._loop.time() >= until:
                 raise TimeoutError("the peer did not read within the timeout")
             await self._wait(until)
-        if self.lost.done():
+        if self._lost:
             raise ConnectionResetError("the connection was lost while writing")
 
     async def start_tls(self, hostname: str | None) -> None:
@@ -305,14 +404,17 @@ class _Stream(asyncio.Protocol):
     async def close(self) -> None:
         """Close and wait until the transport is gone (aborted if slow);
         never longer than twice ``_CLOSE_WAIT``."""
-        if self.transport is None or self.lost.done():
+        if self.transport is None or self._lost:
             return
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+        closed = self._closed
         self.transport.close()
-        await asyncio.wait([self.lost], timeout=_CLOSE_WAIT)
-        if not self.lost.done():
+        await asyncio.wait([closed], timeout=_CLOSE_WAIT)
+        if not closed.done():
             self.transport.abort()
-            await asyncio.wait([self.lost], timeout=_CLOSE_WAIT)
-        if not self.lost.done():
+            await asyncio.wait([closed], timeout=_CLOSE_WAIT)
+        if not closed.done():
             self.connection_lost(None)  # the transport never reported its end
 
 
@@ -447,7 +549,8 @@ class AsyncSMTPClient:
 
 
 class AsyncSMTPServer:
-    """An asyncio SMTP server: one task per connection.
+    """An asyncio SMTP server: each connection a protocol that runs its
+    session from the transport's callbacks (no task per connection).
 
     *ssl_context* (a server context with a certificate) enables STARTTLS,
     or TLS from the first byte with ``implicit_tls=True``.  At most
@@ -489,7 +592,9 @@ class AsyncSMTPServer:
         self.unix_path = unix_path
         self.session_timeout = session_timeout
         self._server: asyncio.Server | None = None
-        self._sessions: dict[_Stream, asyncio.Task[None]] = {}
+        self._sessions: dict[_Stream, ServerSession] = {}
+        # Done when the last session has ended after shutdown() began.
+        self._drained: asyncio.Future[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -526,37 +631,58 @@ class AsyncSMTPServer:
             stream.transport.write(b"421 4.3.2 " + text + b"\r\n")
             stream.transport.close()
             return
-        self._sessions[stream] = asyncio.get_running_loop().create_task(self._serve(stream))
-
-    async def _serve(self, stream: _Stream) -> None:
-        assert stream.transport is not None
         peer = stream.transport.get_extra_info("peername")
-        loop = asyncio.get_running_loop()
-        session: ServerSession | None = None
         try:
             session = ServerSession(
                 self.handler, self.config, peer=peer, tls=self.implicit_tls,
                 trusted=bool(self.trusted and self.trusted(peer)), timeouts=self.timeouts,
             )
-            stream.ssl_context, stream.server_side, stream.handler = self.ssl_context, True, self.handler
-            if self.session_timeout is not None:
-                stream.deadline = loop.time() + self.session_timeout
-            await stream.run(session.run())
-        except asyncio.CancelledError:
-            # Cancelled (a shutdown's grace time ran out): the flow is gone,
-            # but the handler is promised its disconnect hook, always last.
-            if session is not None and not _disconnected(stream.action):
-                await _disconnect(self.handler, session)
-            raise
-        except OSError as exc:
-            log.debug("smtpproto: session with %s ended: %s", peer, exc)
         except Exception:  # noqa: BLE001 - one session's failure must not stop the server
             log.exception("smtpproto: session with %s failed", peer)
-        finally:
-            if not stream.lost.done():
-                assert stream.transport is not None
-                stream.transport.abort()
-            del self._sessions[stream]
+            stream.transport.abort()
+            return
+        stream.ssl_context, stream.server_side, stream.handler = self.ssl_context, True, self.handler
+        if self.session_timeout is not None:
+            stream.deadline = asyncio.get_running_loop().time() + self.session_timeout
+        self._sessions[stream] = session
+        stream.start(session.run(), functools.partial(self._ended, stream))
+
+    def _ended(self, stream: _Stream, result: object, error: BaseException | None) -> None:
+        """A session's flow ended (or was ended): log a failure, make sure
+        the transport is gone, and count the session out."""
+        session = self._sessions.pop(stream, None)
+        peer = session.session.peer if session is not None else None
+        if stream.transport is not None and not stream.lost:
+            stream.transport.abort()
+        if self._stopping and not self._sessions and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if isinstance(error, OSError):
+            log.debug("smtpproto: session with %s ended: %s", peer, error)
+        elif isinstance(error, Exception):
+            log.error("smtpproto: session with %s failed", peer, exc_info=error)
+        elif error is not None:
+            raise error  # KeyboardInterrupt, SystemExit: not ours to swallow
+
+    def _kill(self, stream: _Stream) -> None:
+        """End a session that outlived a shutdown's grace time: its flow is
+        closed where it stands, but the handler is promised its disconnect
+        hook, always last."""
+        session = self._sessions.get(stream)
+        action = stream.action
+        stream.abort_flow()
+        if stream.transport is not None and not stream.lost:
+            stream.transport.abort()
+        if session is None or _disconnected(action):
+            self._ended(stream, None, None)
+            return
+
+        async def last_rites(session: ServerSession) -> None:
+            try:
+                await _disconnect(self.handler, session)
+            finally:
+                self._ended(stream, None, None)
+
+        asyncio.get_running_loop().create_task(last_rites(session))
 
     async def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown` (starting first if needed)."""
@@ -566,20 +692,21 @@ class AsyncSMTPServer:
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, give open sessions 421, and wait for them (at
-        most *timeout* seconds, then they are cancelled; the handler's
-        disconnect hook is still called for each)."""
+        most *timeout* seconds, then they are ended where they stand; the
+        handler's disconnect hook is still called for each)."""
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        for stream in list(self._sessions):
-            stream.stop()
-        tasks = list(self._sessions.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        if self._sessions:
+            self._drained = drained = asyncio.get_running_loop().create_future()
+            for stream in list(self._sessions):
+                stream.stop()
+            if self._sessions:
+                await asyncio.wait([drained], timeout=timeout)
+            for stream in list(self._sessions):
+                self._kill(stream)
+            if self._sessions:
+                await drained
         if self._server is not None:
             await self._server.wait_closed()
         self._stopped.set()
