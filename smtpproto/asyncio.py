@@ -15,11 +15,11 @@ work (the tests run them).
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from email.message import Message
@@ -43,9 +43,23 @@ _READ_LIMIT = 262_144
 # Seconds for a TLS handshake, and for a closing TLS connection's goodbye.
 _TLS_TIMEOUT = 30.0
 _CLOSE_WAIT = 5.0
+_local = threading.local()
 
 
-class _Stream(asyncio.Protocol):
+def _scratch() -> memoryview:
+    """This thread's receive buffer, shared by its connections: a
+    transport reads into it and the protocol copies the bytes out at once,
+    so no read allocates (a plain Protocol gets a fresh ``bytes`` of the
+    transport's maximum read size, 256 KiB, per read: an mmap, mremap and
+    munmap each time)."""
+    try:
+        return cast(memoryview, _local.scratch)
+    except AttributeError:
+        _local.scratch = memoryview(bytearray(_READ_LIMIT))
+        return cast(memoryview, _local.scratch)
+
+
+class _Stream(asyncio.BufferedProtocol):
     """One connection as a byte stream that performs a flow's actions.
 
     The flow is driven from the protocol's callbacks, not from a task: bytes
@@ -87,8 +101,9 @@ class _Stream(asyncio.Protocol):
         self.deadline: float | None = None
         #: The action being performed (a cancelled session looks at it).
         self.action: object = None
-        # Called with the flow's outcome (result, exception) when it ends.
-        self._on_done: Callable[[Any, BaseException | None], None] | None = None
+        # Called with this stream and the flow's outcome (result,
+        # exception) when the flow ends.
+        self._on_done: Callable[[_Stream, Any, BaseException | None], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._eof = self._stopping = self._paused = self._lost = self._stepping = False
@@ -118,8 +133,11 @@ class _Stream(asyncio.Protocol):
         if self._on_connect is not None:
             self._on_connect(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _scratch()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._buffer += _scratch()[:nbytes]
         if len(self._buffer) >= _READ_LIMIT and self.transport is not None:
             self.transport.pause_reading()
         self._wake()
@@ -192,8 +210,11 @@ class _Stream(asyncio.Protocol):
 
     # -- running a flow ------------------------------------------------------------
 
-    def start(self, flow: Flow[Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
-        """Run *flow* from here on; *on_done* gets its result or exception."""
+    def start(
+        self, flow: Flow[Any], on_done: Callable[[_Stream, Any, BaseException | None], None]
+    ) -> None:
+        """Run *flow* from here on; *on_done* gets this stream and the
+        flow's result or exception."""
         self._flow, self._on_done = flow, on_done
         self._step(None, None)
 
@@ -201,7 +222,7 @@ class _Stream(asyncio.Protocol):
         """Run *flow* to its end and return its result (or raise)."""
         done: asyncio.Future[T] = self._loop.create_future()
 
-        def finished(result: Any, error: BaseException | None) -> None:
+        def finished(_: _Stream, result: Any, error: BaseException | None) -> None:
             if done.done():
                 return
             if error is not None:
@@ -289,7 +310,7 @@ class _Stream(asyncio.Protocol):
         self._flow = self._parked = None
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
-            on_done(result, error)
+            on_done(self, result, error)
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         """Perform an action that must wait in a task, then step on."""
@@ -595,6 +616,7 @@ class AsyncSMTPServer:
         self._sessions: dict[_Stream, ServerSession] = {}
         # Done when the last session has ended after shutdown() began.
         self._drained: asyncio.Future[None] | None = None
+        self._on_end = self._ended  # one bound method for every session
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -645,7 +667,7 @@ class AsyncSMTPServer:
         if self.session_timeout is not None:
             stream.deadline = asyncio.get_running_loop().time() + self.session_timeout
         self._sessions[stream] = session
-        stream.start(session.run(), functools.partial(self._ended, stream))
+        stream.start(session.run(), self._on_end)
 
     def _ended(self, stream: _Stream, result: object, error: BaseException | None) -> None:
         """A session's flow ended (or was ended): log a failure, make sure
