@@ -404,6 +404,8 @@ def memory_rows(sessions: int, repeats: int) -> list[Figure]:
         ("smtpproto asyncio", lambda p: ours("asyncio", p)),
         ("smtpproto trio", lambda p: ours("trio", p)),
     ]
+    if importlib.util.find_spec("uvloop") is not None:
+        subjects.append(("smtpproto uvloop", lambda p: ours("uvloop", p)))
     if importlib.util.find_spec("aiosmtpd") is not None:
         subjects.append(("aiosmtpd", aiosmtpd_cmd))
     figures: list[Figure] = []
