@@ -25,6 +25,7 @@ from dataclasses import replace
 from email.message import Message
 from typing import Any, TypeVar, cast
 
+from ._events import Reply
 from ._server_config import ServerConfig
 from .flows.server import adapter_config
 from .flows import (
@@ -292,12 +293,15 @@ class _Stream(asyncio.BufferedProtocol):
                         call = cast(Call, action)
                         assert self.handler is not None
                         value = getattr(self.handler, call.hook)(*call.args)
-                        if inspect.isawaitable(value):
+                        if value is not None and type(value) is not Reply and inspect.isawaitable(value):
                             self._spawn(value)
                             return
                     elif kind is StartTLS:
                         self._spawn(self.start_tls(cast(StartTLS, action).server_hostname))
                         return
+                    elif self._closes_now():
+                        assert self.transport is not None
+                        self.transport.close()
                     else:
                         self._spawn(self.close())
                         return
@@ -305,6 +309,18 @@ class _Stream(asyncio.BufferedProtocol):
                     value, error = None, exc
         finally:
             self._stepping = False
+
+    def _closes_now(self) -> bool:
+        """Can a server's Close be done inline?  A cleartext transport with
+        nothing left to write closes at once (``connection_lost`` follows
+        in the next loop iteration); TLS has its goodbye to say, and a
+        full write buffer may never drain: those wait in :meth:`close`."""
+        transport = self.transport
+        return (
+            self.server_side and transport is not None and not self._lost
+            and transport.get_write_buffer_size() == 0
+            and transport.get_extra_info("sslcontext") is None
+        )
 
     def _end(self, result: Any, error: BaseException | None) -> None:
         self._flow = self._parked = None
@@ -674,7 +690,7 @@ class AsyncSMTPServer:
         the transport is gone, and count the session out."""
         session = self._sessions.pop(stream, None)
         peer = session.session.peer if session is not None else None
-        if stream.transport is not None and not stream.lost:
+        if stream.transport is not None and not stream.lost and not stream.transport.is_closing():
             stream.transport.abort()
         if self._stopping and not self._sessions and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
