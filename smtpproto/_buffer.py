@@ -85,7 +85,8 @@ class ReceiveBuffer:
         ``ended_with_crlf`` is always true.
         """
         if crlf_only:
-            return self._extract_crlf_line(max_line)
+            line = self.crlf_line(max_line)
+            return (line, True) if isinstance(line, bytes) else line
         data = self.data
         while self._discarding:
             end = data.find(b"\n")
@@ -110,7 +111,9 @@ class ReceiveBuffer:
         del data[: end + 1]
         return line, crlf
 
-    def _extract_crlf_line(self, max_line: int) -> tuple[bytes, bool] | LineTooLong | None:
+    def crlf_line(self, max_line: int) -> bytes | LineTooLong | None:
+        """``extract_line(max_line, crlf_only=True)`` giving the content
+        alone (the server's hot path: no tuple per command line)."""
         data = self.data
         if self._discarding:
             end = data.find(b"\r\n")
@@ -135,7 +138,7 @@ class ReceiveBuffer:
             return LINE_TOO_LONG
         line = bytes(data[:end])
         del data[: end + 2]
-        return line, True
+        return line
 
     def _drop(self, size: int) -> LineTooLong:
         """Drop an unfinished line of *size* octets and discard the rest of

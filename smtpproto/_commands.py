@@ -18,6 +18,17 @@
 #
 # Failures raise ``GrammarError`` carrying the reply the server should
 # give; unknown verbs become ``UnknownCommand`` for the application.
+#
+# ``parse_common`` is the server's fast path for the commands of every
+# transaction: DATA, RSET, QUIT, NOOP and HELP without an argument, and
+# MAIL/RCPT with an ASCII dot-string mailbox (or ``<>``) and printable
+# ASCII parameters.  One regular expression on the raw bytes recognises a
+# line the full parser would accept as it stands, and the event is built
+# from the match; anything else (a quoted local part, an address literal,
+# UTF-8, a control character, a length over a limit, a bad parameter)
+# gives None and goes through ``parse_command``, which is the reference:
+# the fast path accepts a subset of it and builds equal events (the tests
+# check this on generated lines).
 from __future__ import annotations
 
 import base64
@@ -26,6 +37,9 @@ from collections.abc import Callable
 from types import MappingProxyType
 
 from ._events import (
+    _EMPTY_PARAMS,
+    _mail,
+    _rcpt,
     Command,
     Data,
     Ehlo,
@@ -57,9 +71,11 @@ from ._syntax import (
     parse_parameters,
     parse_reverse_path,
     quoted,
+    MAX_LABEL,
+    MAX_LOCAL_PART,
 )
 
-__all__ = ["format_command", "parse_command", "split_verb", "decode_sasl"]
+__all__ = ["format_command", "parse_command", "parse_common", "split_verb", "decode_sasl"]
 
 # Control characters other than the line end never belong in a command line
 # (attack class 5: a bare CR inside a command, NUL, escape sequences).
@@ -287,3 +303,80 @@ def parse_command(line: bytes, *, lenient: bool = False) -> Command:
     if parser is None:
         return UnknownCommand._trusted(name=verb, argument=argument)
     return parser(argument, lenient)
+
+
+# -- the fast path -------------------------------------------------------
+
+# The argument-less commands, as shared events (events are immutable).
+_BARE: dict[bytes, Command] = {
+    b"DATA": Data._trusted(),
+    b"RSET": Rset._trusted(),
+    b"QUIT": Quit._trusted(),
+    b"NOOP": Noop._trusted(text=""),
+    b"HELP": Help._trusted(topic=""),
+}
+# The ASCII subset of the grammar in ``_syntax``: Dot-string = Atom *("."
+# Atom), atext (RFC 5322 §3.2.3); Domain = sub-domain *("." sub-domain),
+# sub-domain = Let-dig [Ldh-str], written as runs of letters and digits
+# joined by runs of hyphens; then ``>`` and either nothing or SP and
+# printable ASCII parameters (esmtp-param, §4.1.2, is checked by
+# ``parse_parameters``).  Every octet allowed is printable ASCII: no
+# control character, no UTF-8, no bare LF.  Possessive repeats: nothing
+# here needs backtracking, and the engine is spared it.
+_ATEXT_B = rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL_B = rb"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
+_PATH_RE = re.compile(
+    rb"<(?:(" + _ATEXT_B + rb"++(?:\." + _ATEXT_B + rb"++)*+)@(" + _LABEL_B + rb"(?:\." + _LABEL_B
+    + rb")*+))?>(?: ([\x20-\x7e]*))?"
+)
+#: Longest domain the fast path takes: no label of it can then be over the
+#: 63 octets of RFC 1035 §2.3.4, which the pattern does not count.
+_FAST_DOMAIN = MAX_LABEL
+
+
+def parse_common(line: bytes, lenient: bool = False) -> Command | None:
+    """The command of *line* when it is one of the common commands in its
+    plain form, else None (then ask ``parse_command``).
+
+    The event is equal to what ``parse_command(line, lenient=lenient)``
+    gives; no ``GrammarError`` is raised.
+    """
+    verb = line[:4].upper()
+    if len(line) == 4:
+        return _BARE.get(verb)
+    if verb == b"MAIL" and line[4:10].upper() == b" FROM:":
+        match = _PATH_RE.fullmatch(line, 10)
+        is_mail = True
+    elif verb == b"RCPT" and line[4:8].upper() == b" TO:":
+        match = _PATH_RE.fullmatch(line, 8)
+        is_mail = False
+    else:
+        return None
+    if match is None:
+        return None
+    local, domain, params = match.groups()
+    if local is None:
+        if not is_mail:
+            return None  # §4.1.1.3: no null forward-path (the full parser says so)
+        mailbox = ""
+    else:
+        # §4.5.3.1.1: a local part of at most 64 octets; with a domain of at
+        # most 63, the domain (255) and path (256) limits of §4.5.3.1.2-3
+        # hold too.  A longer domain is the full parser's to judge.
+        if len(local) > MAX_LOCAL_PART or len(domain) > _FAST_DOMAIN:
+            return None
+        mailbox = line[match.start(1) : match.end(2)].decode("ascii")
+    parameters = _EMPTY_PARAMS
+    if params:
+        text = params.decode("ascii")
+        if lenient:
+            text = " ".join(item for item in text.split(" ") if item)
+        try:
+            parsed = parse_parameters(text)
+        except GrammarError:
+            return None
+        if parsed:
+            parameters = MappingProxyType(parsed)
+    if is_mail:
+        return _mail(mailbox, parameters)
+    return _rcpt(mailbox, parameters)

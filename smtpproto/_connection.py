@@ -12,6 +12,9 @@
 # * ``send()`` never moves the session to ERROR: it validates first and
 #   raises ``LocalProtocolError`` before producing any byte.
 #
+# ``ServerConnection`` repeats ``next_event()`` with its own hot path
+# inlined; the rules above hold for both.
+#
 # No I/O, no clock, no threads: bytes in, events out, events in, bytes out.
 from __future__ import annotations
 
@@ -40,6 +43,9 @@ PAUSED = Sentinel.PAUSED
 
 class ConnectionBase:
     """Receive-side machinery shared by the client and server cores."""
+
+    # Slots: a server holds one connection per client, idle ones included.
+    __slots__ = ("_state", "_buffer", "_eof", "_error")
 
     def __init__(self) -> None:
         self._state = State.CONNECTED
@@ -71,7 +77,7 @@ class ConnectionBase:
             return
         if self._eof:
             raise LocalProtocolError("receive_data() called with data after EOF (b'')")
-        self._buffer.feed(data)
+        self._buffer.data += data  # ReceiveBuffer.feed, without the call
 
     def next_event(self) -> Event | Sentinel:
         """Return the next event, or ``NEED_DATA`` / ``PAUSED``.
@@ -100,9 +106,12 @@ class ConnectionBase:
         return ConnectionClosed()
 
     def _check_sendable(self, what: str) -> None:
+        """Raise the ``LocalProtocolError`` for sending *what* in the CLOSED
+        or ERROR state.  Callers test the state first (send() is a hot
+        path) and call this only in one of those two."""
         if self._state is State.CLOSED:
             raise LocalProtocolError(f"cannot send {what}: the session is CLOSED")
-        if self._state is State.ERROR:
-            raise LocalProtocolError(
-                f"cannot send {what}: the session is in ERROR after: {self._error}"
-            )
+        assert self._state is State.ERROR, self._state
+        raise LocalProtocolError(
+            f"cannot send {what}: the session is in ERROR after: {self._error}"
+        )

@@ -41,16 +41,30 @@
 # attempt (``_server_auth``); LMTP (RFC 2033) awaits one reply per accepted
 # recipient at the end of data, and for a BDAT LAST even when it is refused;
 # a PROXY header is read before the greeting.
+#
+# Speed and size.  A server runs one of these per client, so the usual
+# road is short and an idle connection small.  ``next_event()`` tests the
+# usual reading modes first (PAUSED, no input, DATA content, a command
+# line); the common commands in their plain forms are parsed by
+# ``parse_common`` (one pattern, same events as ``parse_command``) and the
+# checks and bookkeeping of each command are found by its type in tables
+# (``_COMMAND_CHECKS``, ``_ACCEPTED``) instead of chains of isinstance
+# tests; the catalogue's replies and the EHLO reply are formatted once.
+# What is offered (extensions, parameter owners, line limits, the EHLO
+# reply) is shared by the connections of one configuration
+# (``_server_config.offer_for``); the object is slotted, and the AUTH state,
+# the DATA reader and the recipient list are made only when needed.
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from . import _replies as R
 from . import _server_checks as checks
-from ._buffer import LINE_TOO_LONG
-from ._commands import decode_sasl, parse_command, split_verb
-from ._connection import PAUSED, ConnectionBase, Sentinel
+from ._buffer import LINE_TOO_LONG, LineTooLong
+from ._commands import decode_sasl, parse_command, parse_common, split_verb
+from ._connection import NEED_DATA, PAUSED, ConnectionBase, Sentinel
 from ._data import END_OF_DATA, DotUnstuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._esmtp_events import (
@@ -65,8 +79,12 @@ from ._esmtp_events import (
     Xclient,
 )
 from ._events import (
+    _message_data,
+    _new,
+    _set_data,
     Command,
     CommandRejected,
+    ConnectionClosed,
     Data,
     Ehlo,
     EndOfMessage,
@@ -86,12 +104,13 @@ from ._events import (
     Vrfy,
 )
 from ._proxy import ProxyError, parse_proxy_header
+from ._replies import _WIRE as _PREFORMATTED
 from ._replies import format_reply
 from ._server_auth import AUTH_CANCELLED, ServerAuth
-from ._server_config import ServerConfig, offered_extensions
-from ._state import BdatLast, Key, State, is_allowed, key_of, next_state
+from ._server_config import ServerConfig, offer_for
+from ._state import TRANSITIONS, BdatLast, Key, State, is_allowed, key_of, next_state
 from ._syntax import GrammarError
-from .extensions import AuthExtension, Extension
+from .extensions import Extension
 
 __all__ = ["ServerConfig", "ServerConnection"]
 
@@ -119,60 +138,86 @@ class ServerConnection(ConnectionBase):
     trusts, which may use XCLIENT.
     """
 
+    # Slots, and the AUTH state and the DATA reader made only when needed:
+    # a server holds one of these per client, idle ones included.
+    __slots__ = (
+        "config",
+        "tls",
+        "trusted",
+        "proxy",
+        "client_name",
+        "_offer",
+        "_awaiting",
+        "_awaiting_event",
+        "_replies_due",
+        "_esmtp",
+        "_mail",
+        "_recipients",
+        "_transactions",
+        "_errors",
+        "_unstuffer",
+        "_chunk",
+        "_chunk_left",
+        "_message_size",
+        "_discard_left",
+        "_deferred",
+        "_auth",
+        "_authenticated",
+    )
+
     def __init__(
         self, config: ServerConfig | None = None, *, tls: bool = False, trusted: bool = False
     ) -> None:
         super().__init__()
-        self.config = config if config is not None else ServerConfig()
+        if config is None:
+            config = _default_config()
+        self.config = config
         #: True once the transport is TLS (implicit, or after STARTTLS).
         self.tls = tls
         #: True when the peer may use XCLIENT.
         self.trusted = trusted
-        self._offer()
+        self._offer = offer_for(config, tls=tls, trusted=trusted)
         self._awaiting: Key | None = _GREETING
         self._awaiting_event: Event | None = None
         self._replies_due = 0
-        self._proxy_pending = self.config.proxy_protocol
-        #: The PROXY protocol header, once read.
+        #: The PROXY protocol header, once read (while it is None and the
+        #: configuration expects one, nothing else is read).
         self.proxy: ProxyHeader | None = None
         self._esmtp = False
         self._mail: Mail | None = None
-        self._recipients: list[Rcpt] = []
+        self._recipients: list[Rcpt] | tuple[()] = ()
         self._transactions = 0
         self._errors = 0
-        self._unstuffer = DotUnstuffer(self.config.max_data_line)
+        self._unstuffer: DotUnstuffer | None = None
         self._chunk: Bdat | None = None
         self._chunk_left = 0
         self._message_size = 0
         self._discard_left = 0
         self._deferred: CommandRejected | None = None
-        self._auth = ServerAuth(self.config.hostname, self.config.max_auth_failures)
+        self._auth: ServerAuth | None = None
         self._authenticated = False
         #: The name the client gave in EHLO/HELO/LHLO, once accepted.
         self.client_name: str | None = None
 
-    def _offer(self) -> None:
-        self._extensions = offered_extensions(self.config, tls=self.tls, trusted=self.trusted)
-        self._by_parameter = {
-            name: ext
-            for ext in self._extensions
-            for name in ext.mail_parameters | ext.rcpt_parameters
-        }
-        base = self.config.max_command_line
-        self._limits = {
-            "MAIL": base + sum(ext.mail_line_extra for ext in self._extensions),
-            "RCPT": base + sum(ext.rcpt_line_extra for ext in self._extensions),
-            # RFC 4954 §4: an initial response of up to max_auth_line octets.
-            "AUTH": self.config.max_auth_line + 40,
-        }
-        self._line_limit = max(self._limits.values())
+    def _proxy_pending(self) -> bool:
+        """True while the PROXY header the configuration expects is unread."""
+        return self.proxy is None and self.config.proxy_protocol
+
+    def _sasl(self) -> ServerAuth:
+        """The session's AUTH state, made at the first AUTH."""
+        auth = self._auth
+        if auth is None:
+            auth = self._auth = ServerAuth(self.config.hostname, self.config.max_auth_failures)
+        return auth
 
     # -- public helpers -------------------------------------------------
 
     @property
     def extensions(self) -> tuple[Extension, ...]:
-        """The extensions this server offers now."""
-        return self._extensions
+        """The extensions this server offers now.  The objects are shared
+        by every connection of the same configuration: treat them as
+        read-only."""
+        return self._offer.extensions
 
     @property
     def awaiting_reply(self) -> Event | None:
@@ -211,7 +256,7 @@ class ServerConnection(ConnectionBase):
     @property
     def auth_identity(self) -> str | None:
         """The authenticated identity (authzid if given, else authcid)."""
-        success = self._auth.success
+        success = self._auth.success if self._auth is not None else None
         if success is None:
             return None
         return success.authzid or success.authcid
@@ -222,7 +267,7 @@ class ServerConnection(ConnectionBase):
         ``LookupScram``...) the application must answer with
         :meth:`auth_reply`, or None."""
         if self._awaiting in (Auth, AuthResponse):
-            return self._auth.request
+            return self._sasl().request
         return None
 
     def auth_reply(self, answer: object = None) -> Reply:
@@ -230,7 +275,7 @@ class ServerConnection(ConnectionBase):
         verification request (if any) *answer*.  Send it with :meth:`send`."""
         if self._awaiting not in (Auth, AuthResponse):
             raise LocalProtocolError(f"no AUTH step awaits a reply in state {self._state.name}")
-        return self._auth.reply(answer)
+        return self._sasl().reply(answer)
 
     def greeting(self, text: str | None = None) -> Reply:
         """A 220 greeting naming this server (§4.2, §3.1); for LMTP, RFC
@@ -242,23 +287,29 @@ class ServerConnection(ConnectionBase):
         """The 250 reply to EHLO (or LHLO) listing the offered extensions
         (§4.1.1.1).  No enhanced status code: RFC 2034 §3 leaves EHLO
         replies without."""
-        first = f"{self.config.hostname} {greet}" if greet else self.config.hostname
+        offer = self._offer
+        if not greet:
+            return offer.ehlo  # built once per configuration
         return Reply._trusted(
-            code=250, text=(first, *(ext.ehlo_line() for ext in self._extensions)), enhanced=None
+            code=250, text=(f"{self.config.hostname} {greet}", *offer.ehlo.text[1:]), enhanced=None
         )
 
     def default_reply(self) -> Reply:
         """The usual reply to the event awaiting one (raises if none is)."""
         key = self._awaiting
-        event = self._awaiting_event
         if key is None:
             raise LocalProtocolError(f"no command awaits a reply in state {self._state.name}")
         if key is _GREETING:
             return self.greeting()
+        event = self._awaiting_event
+        assert event is not None
+        kind = type(event)
+        reply = _FIXED_DEFAULTS.get(kind)
+        if reply is not None:
+            return reply
         if isinstance(event, (CommandRejected, MessageRejected)):
             return event.reply
-        assert event is not None
-        return _DEFAULTS[type(event)](self)
+        return _DEFAULTS[kind](self)
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake after STARTTLS completed.
@@ -280,9 +331,10 @@ class ServerConnection(ConnectionBase):
         self._state = State.GREETED
         self._esmtp = False
         self.client_name = None
-        self._auth.reset()
+        if self._auth is not None:
+            self._auth.reset()
         self._authenticated = False
-        self._offer()
+        self._offer = offer_for(self.config, tls=True, trusted=self.trusted)
 
     # -- receiving -------------------------------------------------------
 
@@ -291,64 +343,124 @@ class ServerConnection(ConnectionBase):
         self._state = State.ERROR
         raise error
 
-    def _next_event(self) -> Event | Sentinel:
-        buffered = len(self._buffer.data)
+    def next_event(self) -> Event | Sentinel:
+        """Return the next event, or ``NEED_DATA`` / ``PAUSED``.
+
+        Raises ``RemoteProtocolError`` when the peer broke the protocol;
+        the session is then in the ERROR state.
+        """
+        # ConnectionBase.next_event with the role's dispatch inlined: this
+        # runs for every command and every chunk of content.  The reading
+        # modes exclude one another: the PROXY header comes while the
+        # greeting awaits its reply, a refused BDAT chunk is discarded and a
+        # BDAT chunk read only while no reply is awaited, and neither in the
+        # DATA, AUTH or TLS states.
+        if self._error is not None:
+            raise LocalProtocolError(
+                f"next_event() called after the connection failed: {self._error}"
+            )
+        state = self._state
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        try:
+            data = self._buffer.data
+            if len(data) > self.config.max_receive_buffer:
+                self._check_overflow()
+            if self._awaiting is not None:
+                # The PROXY header is read while the greeting waits for it.
+                return self._next_proxy_event() if self._proxy_pending() else PAUSED
+            if not data and self._chunk is None and state is not State.TLS:
+                # No input, no event (a BDAT chunk may end, and STARTTLS
+                # pauses, without one): the usual answer after a reply.
+                return self._closed() if self._eof else NEED_DATA
+            if state is State.DATA:
+                unstuffer = self._unstuffer
+                assert unstuffer is not None
+                config = self.config
+                while True:
+                    chunk = unstuffer.extract(data)
+                    if chunk is None:
+                        return self._closed() if self._eof else NEED_DATA
+                    if chunk is END_OF_DATA:
+                        return self._end_of_data(unstuffer)
+                    if unstuffer.size > config.max_message_size or (
+                        unstuffer.bare_line_ending and not config.allow_bare_line_endings
+                    ):
+                        continue  # read on to the end, hand out nothing more
+                    event = _new(MessageData)  # _message_data(), inline
+                    _set_data(event, chunk)
+                    return event
+            if self._discard_left:
+                return self._discard()
+            if self._chunk is not None:
+                return self._next_chunk_event()
+            if state is State.AUTH:
+                return self._next_sasl_event()
+            return self._next_command()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._state = State.ERROR
+            raise
+
+    def _check_overflow(self) -> None:
+        # Input piling up unread: a pipeline flood, or a peer that talks on
+        # while its commands await replies (attack class 7).  Message content
+        # (DATA, BDAT, refused BDAT) is drained as it comes.
+        limit = self.config.max_receive_buffer
         if (
-            buffered > self.config.max_receive_buffer
-            and (
-                self._awaiting is not None
-                or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
-            )
-            and _command_octets(self._buffer.data, self.config.max_receive_buffer)
-            > self.config.max_receive_buffer
-        ):
-            # Input piling up unread: a pipeline flood, or a peer that talks
-            # on while its commands await replies (attack class 7).  Message
-            # content (DATA, BDAT, refused BDAT) is drained as it comes.
+            self._awaiting is not None
+            or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
+        ) and _command_octets(self._buffer.data, limit) > limit:
             raise RemoteProtocolError(
-                f"more than {self.config.max_receive_buffer} octets of unprocessed input",
-                R.INPUT_OVERFLOW,
+                f"more than {limit} octets of unprocessed input", R.INPUT_OVERFLOW
             )
-        if self._proxy_pending:
-            return self._next_proxy_event()
-        if self._discard_left:
-            return self._discard()
-        if self._awaiting is not None:
-            return PAUSED
+
+    def _next_command(self) -> Event | Sentinel:
         if self._state is State.TLS:
+            # Nothing is read between the 220 to STARTTLS and the handshake.
             if self._buffer.data:
                 raise RemoteProtocolError("cleartext data received after STARTTLS")
             return self._closed() if self._eof else PAUSED
-        if self._chunk is not None:
-            return self._next_chunk_event()
-        if self._state is State.DATA:
-            return self._next_data_event()
-        if self._state is State.AUTH:
-            return self._next_sasl_event()
         lenient = self.config.lenient
-        line = self._buffer.extract_line(self._line_limit, crlf_only=not lenient)
+        offer = self._offer
+        line: bytes | LineTooLong | None
+        if lenient:
+            got = self._buffer.extract_line(offer.line_limit)
+            line = got[0] if isinstance(got, tuple) else got
+        else:
+            line = self._buffer.crlf_line(offer.line_limit)
         if line is None:
-            return self._closed() if self._eof else Sentinel.NEED_DATA
+            return self._closed() if self._eof else NEED_DATA
         if line is LINE_TOO_LONG:
             # The verb of the line dropped (RFC 4954 §4 and RFC 3030 §2 need
             # it: see _refuse_line), read after the rest of any earlier
             # over-long line was discarded.
             verb = split_verb(self._buffer.dropped)[0]
             return self._refuse_line(verb, R.LINE_TOO_LONG, "command line too long")
-        content, _ = line
-        verb, _ = split_verb(content)
-        if not lenient and b"\n" in content:
+        assert isinstance(line, bytes)
+        command = parse_common(line, lenient)
+        if command is not None and len(line) + 2 <= offer.limits.get(
+            command.verb, self.config.max_command_line
+        ):
+            # The fast path (MAIL, RCPT, DATA, RSET, QUIT, NOOP, HELP in their
+            # plain forms): parse_common accepts only printable ASCII lines
+            # the full parser takes as they stand (no control character, no
+            # bare LF: §2.3.8), and the line is within its verb's limit
+            # (§4.5.3.1.4), so the checks below would all pass.
+            return self._judge(command)
+        verb, _ = split_verb(line)
+        if not lenient and b"\n" in line:
             # §2.3.8: "CR and LF MUST only occur together as CRLF"; the line
             # runs to the next CRLF, and all of it is one bad line.  Ending it
             # at the LF would run the rest as a command that a peer splitting
             # at CRLF only never sees (smuggling, attack class 5).
             return self._refuse_line(verb, R.BAD_LINE, "bare LF in a command line")
-        limit = self._limits.get(verb, self.config.max_command_line)
-        if len(content) + 2 > limit:
+        limit = offer.limits.get(verb, self.config.max_command_line)
+        if len(line) + 2 > limit:
             reason = f"{verb} line longer than {limit} octets"
             return self._refuse_line(verb, R.LINE_TOO_LONG, reason)
         try:
-            command = parse_command(content, lenient=lenient)
+            command = parse_command(line, lenient=lenient)
         except GrammarError as exc:
             reply = R.rejection(exc.code, exc.enhanced, R.reply_text(f"Syntax error: {exc}"))
             if exc.fatal:
@@ -373,7 +485,7 @@ class ServerConnection(ConnectionBase):
         lenient = self.config.lenient
         line = self._buffer.extract_line(self.config.max_auth_line + 2, crlf_only=not lenient)
         if line is None:
-            return self._closed() if self._eof else Sentinel.NEED_DATA
+            return self._closed() if self._eof else NEED_DATA
         if line is LINE_TOO_LONG:
             return self._sasl_refusal(_AUTH_LINE_TOO_LONG, "SASL response too long")
         content, _ = line
@@ -388,8 +500,7 @@ class ServerConnection(ConnectionBase):
         except ProxyError as exc:
             raise RemoteProtocolError(str(exc)) from None
         if header is None:
-            return self._closed() if self._eof else Sentinel.NEED_DATA
-        self._proxy_pending = False
+            return self._closed() if self._eof else NEED_DATA
         self.proxy = header
         return header
 
@@ -405,29 +516,33 @@ class ServerConnection(ConnectionBase):
                 R.rejection(501, "5.5.2", "Invalid base64 in the SASL exchange"),
                 "invalid base64 in the SASL exchange",
             )
-        self._auth.respond(data)
+        self._sasl().respond(data)
         return self._await(AuthResponse._trusted(data=data), AuthResponse)
 
     def _sasl_refusal(self, reply: Reply, reason: str) -> Event:
-        reply = self._auth.limited(reply)
+        reply = self._sasl().limited(reply)
         refusal = CommandRejected._trusted(reply=reply, reason=reason, command=None)
         return self._await(refusal, CommandRejected)
 
     def _judge(self, command: Command) -> Event | Sentinel:
-        if isinstance(command, UnknownCommand):
-            if self._state is State.REFUSED:
+        # Sequence, then the hello rule, then security policy, then the
+        # command's own rules (_server_checks); the first refusal wins.
+        kind = type(command)
+        state = self._state
+        if kind is UnknownCommand:
+            if state is State.REFUSED:
                 # §3.1: after a 554 greeting, 503 to anything but QUIT.
                 return self._reject(R.NEED_QUIT, "bad sequence", command)
             if self._errors + 1 >= self.config.max_errors:
                 return self._reject(R.TOO_MANY_ERRORS, "too many errors", command)
             return self._await(command, UnknownCommand)
-        key = key_of(command)
+        key = key_of(command) if kind is Bdat else kind
         refusal = None
-        if not is_allowed(self._state, key):
-            refusal = checks.sequence_reply(self._state, command)
-        if refusal is None:
+        if key not in TRANSITIONS[state]:
+            refusal = checks.sequence_reply(state, command)
+        elif kind in _HELLOS:
             refusal = checks.hello_reply(command, self.config.lmtp)
-        if refusal is None:
+        if refusal is None and self._offer.guarded:
             refusal = checks.security_reply(
                 command,
                 require_tls=self.config.require_tls,
@@ -436,62 +551,22 @@ class ServerConnection(ConnectionBase):
                 authenticated=self._authenticated,
             )
         if refusal is None:
-            refusal = self._command_reply(command)
+            check = _COMMAND_CHECKS.get(kind)
+            if check is not None:
+                refusal = check(self, command)
         if isinstance(command, Bdat):
             return self._start_chunk(command, refusal)
         if refusal is not None:
             return self._reject(refusal, refusal.message, command)
-        if isinstance(command, StartTLS) and self._buffer.data:
+        if kind is StartTLS and self._buffer.data:
             # Anything pipelined after STARTTLS would be read as if it came
             # over TLS: refuse the session instead (attack class 3).
             raise RemoteProtocolError("data pipelined after STARTTLS", _PIPELINED_AFTER_STARTTLS)
         if isinstance(command, Auth):
-            self._auth.start(command.mechanism, command.initial_response)
-        return self._await(command, key)
-
-    def _command_reply(self, command: Command) -> Reply | None:
-        if isinstance(command, Mail):
-            limit = self.config.max_transactions
-            if limit is not None and self._transactions >= limit:
-                return checks.TOO_MANY_TRANSACTIONS
-            return checks.mail_reply(command, self._extensions, self._by_parameter, self._esmtp)
-        if isinstance(command, Rcpt):
-            assert self._mail is not None
-            return checks.rcpt_reply(
-                command,
-                self._mail,
-                len(self._recipients),
-                self.config.max_recipients,
-                self._by_parameter,
-                self._esmtp,
-            )
-        if isinstance(command, Data):
-            assert self._mail is not None
-            if (self._mail.parameters.get("BODY") or "").upper() == "BINARYMIME":
-                return checks.BINARYMIME_NEEDS_BDAT
-            return None
-        if isinstance(command, Bdat):
-            if not self.config.chunking:
-                return checks.CHUNKING_UNAVAILABLE
-            if self._message_size + command.size > self.config.max_message_size:
-                return R.MESSAGE_TOO_BIG
-            return None
-        if isinstance(command, StartTLS):
-            return checks.starttls_reply(available=self.config.starttls, tls=self.tls)
-        if isinstance(command, Auth):
-            offer = next((e for e in self._extensions if isinstance(e, AuthExtension)), None)
-            return checks.auth_reply(
-                command,
-                offered=offer.mechanisms if offer is not None else None,
-                configured=bool(self.config.auth_mechanisms),
-                esmtp=self._esmtp,
-                authenticated=self._authenticated,
-                exhausted=self._auth.exhausted,
-                too_many=self._auth.failure_reply(),
-            )
-        if isinstance(command, Xclient):
-            return checks.xclient_reply(command, self.trusted)
-        return None
+            self._sasl().start(command.mechanism, command.initial_response)
+        self._awaiting = key
+        self._awaiting_event = command
+        return command
 
     def _await(self, event: Event, key: Key) -> Event:
         self._awaiting = key
@@ -502,7 +577,7 @@ class ServerConnection(ConnectionBase):
         return self._await(self._rejection(reply, reason, command), CommandRejected)
 
     def _rejection(self, reply: Reply, reason: str, command: Command | None) -> CommandRejected:
-        # Errors are counted when answered (see _after_reply); the one that
+        # Errors are counted when answered (see _after_refusal); the one that
         # would reach max_errors is suggested a 421 instead (attack class 7).
         # SASL exchange lines do not come here: AUTH failures have their
         # own bound (_sasl_refusal).
@@ -538,7 +613,7 @@ class ServerConnection(ConnectionBase):
             del self._buffer.data[:take]
             self._discard_left -= take
         if self._discard_left:
-            return self._closed() if self._eof else Sentinel.NEED_DATA
+            return self._closed() if self._eof else NEED_DATA
         deferred, self._deferred = self._deferred, None
         assert deferred is not None
         return self._await(deferred, CommandRejected)
@@ -549,34 +624,19 @@ class ServerConnection(ConnectionBase):
         if self._chunk_left:
             take = min(self._chunk_left, len(self._buffer))
             if not take:
-                return self._closed() if self._eof else Sentinel.NEED_DATA
+                return self._closed() if self._eof else NEED_DATA
             self._chunk_left -= take
             self._message_size += take
-            return MessageData._trusted(data=self._buffer.consume(take))
+            return _message_data(self._buffer.consume(take))
         self._chunk = None
         if chunk.last:
             self._replies_due = self._lmtp_replies()
-            return self._await(EndOfMessage._trusted(), BdatLast)
-        return self._await(EndOfChunk._trusted(), Bdat)
+            return self._await(_END_OF_MESSAGE, BdatLast)
+        return self._await(_END_OF_CHUNK, Bdat)
 
     # -- DATA ------------------------------------------------------------
 
-    def _next_data_event(self) -> Event | Sentinel:
-        unstuffer = self._unstuffer
-        while True:
-            chunk = unstuffer.extract(self._buffer.data)
-            if chunk is None:
-                return self._closed() if self._eof else Sentinel.NEED_DATA
-            if chunk is END_OF_DATA:
-                return self._end_of_data()
-            if unstuffer.size > self.config.max_message_size or (
-                unstuffer.bare_line_ending and not self.config.allow_bare_line_endings
-            ):
-                continue  # read on to the end, hand out nothing more
-            return MessageData._trusted(data=chunk)
-
-    def _end_of_data(self) -> Event:
-        unstuffer = self._unstuffer
+    def _end_of_data(self, unstuffer: DotUnstuffer) -> Event:
         event: Event
         max_line = self.config.max_data_line
         if unstuffer.size > self.config.max_message_size:
@@ -591,7 +651,7 @@ class ServerConnection(ConnectionBase):
                 reason="message line too long",
             )
         else:
-            event = EndOfMessage()
+            event = _END_OF_MESSAGE
         self._replies_due = self._lmtp_replies()
         return self._await(event, EndOfMessage)
 
@@ -616,118 +676,280 @@ class ServerConnection(ConnectionBase):
                 f"a server sends only Reply events, not {type(event).__name__}"
             )
         # Formatted first: a reply that cannot go out must change nothing.
-        wire = self._format(event)
-        if self._state is State.ERROR and self._error is not None:
+        # The catalogue's replies and the EHLO reply were formatted once.
+        wire: bytes
+        preformatted = _PREFORMATTED.get(id(event))
+        if preformatted is not None:
+            wire = preformatted[self.config.enhanced_status_codes]
+        elif event is self._offer.ehlo and self._offer.ehlo_wire is not None:
+            wire = self._offer.ehlo_wire
+        else:
+            wire = self._format(event)
+        state = self._state
+        if state is State.ERROR and self._error is not None:
             self._error = None  # the one reply allowed after the error
             self._state = State.CLOSED
             return wire
-        self._check_sendable(f"reply {event.code}")
+        if state is State.CLOSED or state is State.ERROR:
+            self._check_sendable(f"reply {event.code}")
         key = self._awaiting
         if key is None:
             if event.code != 421:
                 raise LocalProtocolError(
-                    f"no command awaits a reply in state {self._state.name}; "
+                    f"no command awaits a reply in state {state.name}; "
                     "only an unprompted 421 may be sent"
                 )
             self._state = State.CLOSED
             return wire
-        if self._proxy_pending and event.code != 421:
+        if key is _GREETING and event.code != 421 and self._proxy_pending():
             raise LocalProtocolError("the greeting must wait for the PROXY protocol header")
-        new = self._after_reply(key, event)
+        if key is CommandRejected or key is UnknownCommand:
+            new = self._after_refusal(key, event)
+        else:
+            # next_state(), inlined: a 421 closes the session (§3.8), and a
+            # 3xx answers only what the table names (DATA's 354, AUTH's 334).
+            code = event.code
+            if code == 421:
+                new = State.CLOSED
+            else:
+                outcomes = TRANSITIONS[state][key]
+                digit = code // 100
+                if digit == 3 and 3 not in outcomes:
+                    raise LocalProtocolError(f"a {code} reply cannot answer {key.__name__}")
+                new = outcomes.get(digit, state)
+            accepted = _ACCEPTED.get(key)
+            if accepted is not None:
+                accepted(self, self._awaiting_event, event)
         if self._replies_due > 1 and new is not State.CLOSED:
             self._replies_due -= 1  # LMTP: more replies for this end of data
             return wire
         self._replies_due = 0
         self._awaiting = None
         self._awaiting_event = None
-        self._enter(new)
+        if new is not state:
+            self._state = new
+            if new is State.DATA:
+                self._unstuffer = DotUnstuffer(self.config.max_data_line)
+            elif new is State.READY or new is State.GREETED:
+                # The transaction, if any, is over (§4.1.1.4, §4.1.1.5).
+                self._mail = None
+                self._recipients = ()
+                self._message_size = 0
+                self._unstuffer = None
         return wire
 
     def _format(self, reply: Reply) -> bytes:
         return format_reply(reply, enhanced_codes=self.config.enhanced_status_codes)
 
-    def _after_reply(self, key: Key, reply: Reply) -> State:
+    def _after_refusal(self, key: Key, reply: Reply) -> State:
+        # The reply to a CommandRejected or an UnknownCommand.
         state = self._state
         event = self._awaiting_event
-        if key is CommandRejected or key is UnknownCommand:
-            if reply.is_intermediate:
-                raise LocalProtocolError(f"a {reply.code} reply cannot answer a rejected command")
-            if state is State.AUTH:
-                self._auth.finish(reply)
-                return State.CLOSED if reply.code == 421 else State.READY  # RFC 4954 §4
-            if reply.code >= 400 and self._replies_due <= 1:
-                # Once per command (an LMTP BDAT LAST may take several
-                # replies); an unknown command the application implements
-                # is no error.
-                self._errors += 1
-            if reply.code == 421:
-                return State.CLOSED
-            command = event.command if isinstance(event, CommandRejected) else None
-            if isinstance(command, Bdat) and is_allowed(state, key_of(command)):
-                # RFC 3030 §2: a refused chunk fails the transaction.
-                return next_state(state, key_of(command), reply.code)
-            return state
-        try:
-            new = next_state(state, key, reply.code)
-        except ValueError as exc:
-            raise LocalProtocolError(str(exc)) from None
-        if isinstance(event, (Auth, AuthResponse, AuthCancel)):
-            self._auth.finish(reply)
-            if reply.code == 235:
-                self._authenticated = True
-        elif reply.is_success:
-            if isinstance(event, (Ehlo, Helo, Lhlo)):
-                self._esmtp = not isinstance(event, Helo)
-                self.client_name = event.domain
-            elif isinstance(event, Mail):
-                self._mail = event
-                self._transactions += 1
-            elif isinstance(event, Rcpt):
-                self._recipients.append(event)
-            elif isinstance(event, Xclient):
-                # Postfix: XCLIENT starts the session over, as a new client.
-                self._esmtp = False
-                self.client_name = None
-                self._auth.reset()
-                self._authenticated = False
-        return new
+        if reply.is_intermediate:
+            raise LocalProtocolError(f"a {reply.code} reply cannot answer a rejected command")
+        if state is State.AUTH:
+            self._sasl().finish(reply)
+            return State.CLOSED if reply.code == 421 else State.READY  # RFC 4954 §4
+        if reply.code >= 400 and self._replies_due <= 1:
+            # Once per command (an LMTP BDAT LAST may take several
+            # replies); an unknown command the application implements
+            # is no error.
+            self._errors += 1
+        if reply.code == 421:
+            return State.CLOSED
+        command = event.command if isinstance(event, CommandRejected) else None
+        if isinstance(command, Bdat) and is_allowed(state, key_of(command)):
+            # RFC 3030 §2: a refused chunk fails the transaction.
+            return next_state(state, key_of(command), reply.code)
+        return state
 
-    def _enter(self, new: State) -> None:
-        old, self._state = self._state, new
-        if new is State.DATA:
-            self._unstuffer = DotUnstuffer(self.config.max_data_line)
-        elif new is not old and new in (State.READY, State.GREETED):
-            self._mail = None
-            self._recipients = []
-            self._message_size = 0
+
+# -- tables of the per-command work ------------------------------------------
+#
+# Dispatch on the event's type through these dictionaries rather than a
+# chain of isinstance tests: the type is known exactly (events are never
+# subclassed by the parsers).
+
+_HELLOS = frozenset({Ehlo, Helo, Lhlo})
+
+
+def _check_mail(server: ServerConnection, mail: Mail) -> Reply | None:
+    limit = server.config.max_transactions
+    if limit is not None and server._transactions >= limit:
+        return checks.TOO_MANY_TRANSACTIONS
+    offer = server._offer
+    if mail.parameters:
+        return checks.mail_reply(mail, offer.mail_checks, offer.by_parameter, server._esmtp)
+    if offer.bare_mail_checks or not mail.reverse_path.isascii():
+        return checks.mail_reply(mail, offer.bare_mail_checks, offer.by_parameter, server._esmtp)
+    return None  # what mail_reply finds for a plain ASCII MAIL, without the calls
+
+
+def _check_rcpt(server: ServerConnection, rcpt: Rcpt) -> Reply | None:
+    mail = server._mail
+    assert mail is not None
+    if (
+        not rcpt.parameters
+        and rcpt.forward_path.isascii()
+        and len(server._recipients) < server.config.max_recipients
+    ):
+        return None  # what rcpt_reply finds for a plain ASCII RCPT, without the call
+    return checks.rcpt_reply(
+        rcpt,
+        mail,
+        len(server._recipients),
+        server.config.max_recipients,
+        server._offer.by_parameter,
+        server._esmtp,
+    )
+
+
+def _check_data(server: ServerConnection, data: Data) -> Reply | None:
+    mail = server._mail
+    assert mail is not None
+    if (mail.parameters.get("BODY") or "").upper() == "BINARYMIME":
+        return checks.BINARYMIME_NEEDS_BDAT
+    return None
+
+
+def _check_bdat(server: ServerConnection, bdat: Bdat) -> Reply | None:
+    if not server.config.chunking:
+        return checks.CHUNKING_UNAVAILABLE
+    if server._message_size + bdat.size > server.config.max_message_size:
+        return R.MESSAGE_TOO_BIG
+    return None
+
+
+def _check_starttls(server: ServerConnection, command: StartTLS) -> Reply | None:
+    return checks.starttls_reply(available=server.config.starttls, tls=server.tls)
+
+
+def _check_auth(server: ServerConnection, command: Auth) -> Reply | None:
+    offer = server._offer.auth
+    auth = server._sasl()
+    return checks.auth_reply(
+        command,
+        offered=offer.mechanisms if offer is not None else None,
+        configured=bool(server.config.auth_mechanisms),
+        esmtp=server._esmtp,
+        authenticated=server._authenticated,
+        exhausted=auth.exhausted,
+        too_many=auth.failure_reply(),
+    )
+
+
+def _check_xclient(server: ServerConnection, command: Xclient) -> Reply | None:
+    return checks.xclient_reply(command, server.trusted)
+
+
+_COMMAND_CHECKS: dict[type[Command], Callable[[ServerConnection, Any], Reply | None]] = {
+    Mail: _check_mail,
+    Rcpt: _check_rcpt,
+    Data: _check_data,
+    Bdat: _check_bdat,
+    StartTLS: _check_starttls,
+    Auth: _check_auth,
+    Xclient: _check_xclient,
+}
+
+
+def _accepted_hello(server: ServerConnection, event: Any, reply: Reply) -> None:
+    if 200 <= reply.code < 300:  # reply.is_success, without the call
+        server._esmtp = type(event) is not Helo
+        server.client_name = event.domain
+
+
+def _accepted_mail(server: ServerConnection, event: Any, reply: Reply) -> None:
+    if 200 <= reply.code < 300:  # reply.is_success, without the call
+        server._mail = event
+        server._transactions += 1
+
+
+def _accepted_rcpt(server: ServerConnection, event: Any, reply: Reply) -> None:
+    if 200 <= reply.code < 300:  # reply.is_success, without the call
+        recipients = server._recipients
+        if isinstance(recipients, list):
+            recipients.append(event)
+        else:
+            server._recipients = [event]
+
+
+def _accepted_xclient(server: ServerConnection, event: Any, reply: Reply) -> None:
+    if 200 <= reply.code < 300:  # reply.is_success, without the call
+        # Postfix: XCLIENT starts the session over, as a new client.
+        server._esmtp = False
+        server.client_name = None
+        if server._auth is not None:
+            server._auth.reset()
+        server._authenticated = False
+
+
+def _answered_auth(server: ServerConnection, event: Any, reply: Reply) -> None:
+    # Every reply in an AUTH exchange, not only a success, moves it on.
+    server._sasl().finish(reply)
+    if reply.code == 235:
+        server._authenticated = True
+
+
+# What a reply to the awaited event (by its table key) changes besides the
+# state: the hello, the transaction, the AUTH state.
+_ACCEPTED: dict[Key, Callable[[ServerConnection, Any, Reply], None]] = {
+    Ehlo: _accepted_hello,
+    Helo: _accepted_hello,
+    Lhlo: _accepted_hello,
+    Mail: _accepted_mail,
+    Rcpt: _accepted_rcpt,
+    Xclient: _accepted_xclient,
+    Auth: _answered_auth,
+    AuthResponse: _answered_auth,
+    AuthCancel: _answered_auth,
+}
 
 
 def _octets_received(server: ServerConnection) -> Reply:
     return R.rejection(250, "2.0.0", f"{server._message_size} octets received")
 
 
+# The usual replies that are the same for every session, by event type...
+_FIXED_DEFAULTS: dict[type[Event], Reply] = {
+    Mail: R.SENDER_OK,
+    Rcpt: R.RECIPIENT_OK,
+    Data: R.START_DATA,
+    EndOfMessage: R.MESSAGE_ACCEPTED,
+    Rset: R.RESET_OK,
+    Noop: R.OK,
+    Vrfy: R.VRFY_CANNOT,
+    Expn: R.EXPN_DISABLED,
+    Help: R.HELP_TEXT,
+    Quit: R.CLOSING,
+    UnknownCommand: R.UNRECOGNIZED,
+    StartTLS: _STARTTLS_READY,
+}
+# ... and those that depend on it.
 _DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     Ehlo: lambda s: s.ehlo_reply(),
     Lhlo: lambda s: s.ehlo_reply(),
     Helo: lambda s: Reply._trusted(code=250, text=(s.config.hostname,), enhanced=None),
-    Mail: lambda s: R.SENDER_OK,
-    Rcpt: lambda s: R.RECIPIENT_OK,
-    Data: lambda s: R.START_DATA,
-    EndOfMessage: lambda s: R.MESSAGE_ACCEPTED,
     EndOfChunk: _octets_received,
-    Rset: lambda s: R.RESET_OK,
-    Noop: lambda s: R.OK,
-    Vrfy: lambda s: R.VRFY_CANNOT,
-    Expn: lambda s: R.EXPN_DISABLED,
-    Help: lambda s: R.HELP_TEXT,
-    Quit: lambda s: R.CLOSING,
-    UnknownCommand: lambda s: R.UNRECOGNIZED,
-    StartTLS: lambda s: _STARTTLS_READY,
     Auth: lambda s: s.auth_reply(),
     AuthResponse: lambda s: s.auth_reply(),
-    AuthCancel: lambda s: s._auth.limited(AUTH_CANCELLED),
+    AuthCancel: lambda s: s._sasl().limited(AUTH_CANCELLED),
     Xclient: lambda s: s.greeting(),
 }
+
+_END_OF_MESSAGE = EndOfMessage._trusted()
+_END_OF_CHUNK = EndOfChunk._trusted()
+
+
+def _default_config() -> ServerConfig:
+    """One shared default configuration (so its offers are cached too)."""
+    global _DEFAULT_CONFIG
+    if _DEFAULT_CONFIG is None:
+        _DEFAULT_CONFIG = ServerConfig()
+    return _DEFAULT_CONFIG
+
+
+_DEFAULT_CONFIG: ServerConfig | None = None
 
 
 _BDAT_LINE = re.compile(rb"BDAT +([0-9]{1,20})(?: +LAST)? *", re.IGNORECASE)

@@ -46,7 +46,9 @@ AUTH_CANCELLED = rejection(501, "5.7.0", "Authentication cancelled")
 
 
 class ServerAuth:
-    """AUTH state of one server session."""
+    """AUTH state of one server session (made at its first AUTH command)."""
+
+    __slots__ = ("hostname", "max_failures", "failures", "success", "_mechanism", "_step")
 
     def __init__(self, hostname: str, max_failures: int) -> None:
         self.hostname = hostname

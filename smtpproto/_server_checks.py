@@ -14,13 +14,13 @@
 # (RFC 6531 §3.5), 452 4.5.3 for too many recipients (§4.5.3.1.10).
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from . import _replies as R
 from ._esmtp_events import Auth, Bdat, Lhlo, StartTLS, Xclient
 from ._events import Command, Data, Ehlo, Helo, Help, Mail, Noop, Quit, Rcpt, Reply, Rset
 from ._state import State
-from ._syntax import GrammarError, is_ascii, quoted
+from ._syntax import GrammarError, quoted
 from .extensions import Extension
 
 __all__ = [
@@ -101,18 +101,23 @@ def parameters_reply(
 
 def mail_reply(
     mail: Mail,
-    extensions: tuple[Extension, ...],
+    mail_checks: Iterable[Callable[[Mail], Reply | None]],
     by_parameter: Mapping[str, Extension],
     esmtp: bool,
 ) -> Reply | None:
-    """The refusal of a MAIL command, or None."""
-    refusal = parameters_reply(mail, "mail_parameters", by_parameter, esmtp)
-    if refusal is not None:
-        return refusal
-    if not is_ascii(mail.reverse_path) and "SMTPUTF8" not in mail.parameters:
+    """The refusal of a MAIL command, or None.
+
+    *mail_checks* are the ``check_mail`` methods of the offered extensions
+    that have a policy on a whole MAIL (``Offer.mail_checks``).
+    """
+    if mail.parameters:
+        refusal = parameters_reply(mail, "mail_parameters", by_parameter, esmtp)
+        if refusal is not None:
+            return refusal
+    if not mail.reverse_path.isascii() and "SMTPUTF8" not in mail.parameters:
         return R.NEEDS_SMTPUTF8
-    for ext in extensions:
-        refusal = ext.check_mail(mail)
+    for check in mail_checks:
+        refusal = check(mail)
         if refusal is not None:
             return refusal
     return None
@@ -127,10 +132,11 @@ def rcpt_reply(
     esmtp: bool,
 ) -> Reply | None:
     """The refusal of a RCPT command, or None."""
-    refusal = parameters_reply(rcpt, "rcpt_parameters", by_parameter, esmtp)
-    if refusal is not None:
-        return refusal
-    if not is_ascii(rcpt.forward_path) and "SMTPUTF8" not in mail.parameters:
+    if rcpt.parameters:
+        refusal = parameters_reply(rcpt, "rcpt_parameters", by_parameter, esmtp)
+        if refusal is not None:
+            return refusal
+    if not rcpt.forward_path.isascii() and "SMTPUTF8" not in mail.parameters:
         return R.NEEDS_SMTPUTF8
     if recipients >= max_recipients:
         return R.TOO_MANY_RECIPIENTS

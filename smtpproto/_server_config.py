@@ -12,10 +12,23 @@
 # before TLS, REQUIRETLS only under TLS (RFC 8689 §4.1), AUTH only under
 # TLS unless cleartext AUTH is allowed (RFC 4954 §4, attack class 8), and
 # XCLIENT only to a peer the application trusts.
+#
+# What is offered depends only on the (frozen) configuration, TLS and
+# trust, so it is worked out once and shared: ``offer_for`` keeps an
+# ``Offer`` (the extension objects, the parameter owners, the line limits
+# and the ready EHLO reply) per (tls, trusted) in a cache that lives on the
+# configuration object itself, and every connection of that kind uses it.
+# Extension objects hold only configuration values, never session state,
+# which is what makes sharing them safe.
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
+from ._errors import LocalProtocolError
+from ._events import Mail, Reply
+from ._replies import format_reply
 from ._syntax import GrammarError, check_text, parse_domain_or_literal
 from .extensions import (
     AuthExtension,
@@ -38,7 +51,7 @@ from .extensions import (
     XclientExtension,
 )
 
-__all__ = ["ServerConfig", "offered_extensions"]
+__all__ = ["ServerConfig", "offered_extensions", "offer_for", "Offer"]
 
 #: SASL mechanisms the server core can run (smtpproto.sasl), strongest first.
 SERVER_SASL = ("SCRAM-SHA-256", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2", "PLAIN", "LOGIN")
@@ -169,6 +182,21 @@ class ServerConfig:
                 "it is not needed)"
             )
 
+    # Caches of derived values.  ``cached_property`` writes the instance's
+    # ``__dict__`` directly, so it works on a frozen dataclass; these are no
+    # fields (no annotations), so equality, hashing, ``repr`` and
+    # ``replace()`` ignore them, and a replaced configuration starts afresh.
+
+    @cached_property
+    def _offers(self) -> dict[int, Offer]:
+        return {}
+
+    @cached_property
+    def _without_auth(self) -> ServerConfig:
+        """This configuration with AUTH neither offered nor required (for a
+        handler that cannot verify credentials), made once."""
+        return replace(self, auth_mechanisms=(), require_auth=False)
+
 
 def offered_extensions(config: ServerConfig, *, tls: bool, trusted: bool) -> tuple[Extension, ...]:
     """The extension objects to advertise, in EHLO order."""
@@ -208,3 +236,87 @@ def offered_extensions(config: ServerConfig, *, tls: bool, trusted: bool) -> tup
         offered.append(HelpExtension())
     offered.extend(config.extra_extensions)
     return tuple(offered)
+
+
+class Offer:
+    """What a server offers on one kind of connection (configuration, TLS,
+    trust), worked out once and shared by every such connection.
+
+    Immutable by convention: nothing here changes after it is built.
+    """
+
+    __slots__ = (
+        "extensions",
+        "by_parameter",
+        "limits",
+        "line_limit",
+        "auth",
+        "mail_checks",
+        "bare_mail_checks",
+        "guarded",
+        "ehlo",
+        "ehlo_wire",
+    )
+
+    def __init__(self, config: ServerConfig, *, tls: bool, trusted: bool) -> None:
+        extensions = offered_extensions(config, tls=tls, trusted=trusted)
+        #: The extension objects advertised, in EHLO order.
+        self.extensions = extensions
+        #: MAIL/RCPT parameter name -> the offered extension that owns it.
+        self.by_parameter: Mapping[str, Extension] = {
+            name: ext for ext in extensions for name in ext.mail_parameters | ext.rcpt_parameters
+        }
+        base = config.max_command_line
+        #: Longest command line per verb, CRLF included (§4.5.3.1.4: "SMTP
+        #: extensions may be used to increase this limit").
+        self.limits: Mapping[str, int] = {
+            "MAIL": base + sum(ext.mail_line_extra for ext in extensions),
+            "RCPT": base + sum(ext.rcpt_line_extra for ext in extensions),
+            # RFC 4954 §4: an initial response of up to max_auth_line octets.
+            "AUTH": config.max_auth_line + 40,
+        }
+        #: The longest of them: the bound of any command line.
+        self.line_limit = max(self.limits.values())
+        #: The AUTH extension, when offered.
+        self.auth = next((e for e in extensions if isinstance(e, AuthExtension)), None)
+        #: ``check_mail`` of each extension that has a policy on a whole MAIL
+        #: (the base class has none), so a MAIL costs no call for the others.
+        self.mail_checks: tuple[Callable[[Mail], Reply | None], ...] = tuple(
+            ext.check_mail for ext in extensions if type(ext).check_mail is not Extension.check_mail
+        )
+        #: The same for a MAIL without parameters: the built-in policies
+        #: (SIZE=, BODY=, HOLDFOR=) judge parameters only.
+        self.bare_mail_checks: tuple[Callable[[Mail], Reply | None], ...] = tuple(
+            ext.check_mail
+            for ext in extensions
+            if type(ext).check_mail is not Extension.check_mail
+            and type(ext) not in _PARAMETER_POLICIES
+        )
+        #: True when TLS or AUTH is required before some commands.
+        self.guarded = config.require_tls or config.require_auth
+        #: The usual reply to EHLO/LHLO (no enhanced code: RFC 2034 §3).
+        self.ehlo = Reply._trusted(
+            code=250, text=(config.hostname, *(ext.ehlo_line() for ext in extensions)), enhanced=None
+        )
+        #: Its wire form, or None when it cannot be sent (an extension's line
+        #: over 512 octets: ``send`` then raises, as for any such reply).
+        self.ehlo_wire: bytes | None
+        try:
+            self.ehlo_wire = format_reply(self.ehlo)
+        except LocalProtocolError:
+            self.ehlo_wire = None
+
+
+#: Extensions whose ``check_mail`` looks at the MAIL's parameters only.
+_PARAMETER_POLICIES = (Size, EightBitMime, FutureRelease)
+
+
+def offer_for(config: ServerConfig, *, tls: bool, trusted: bool) -> Offer:
+    """The shared :class:`Offer` of *config* for a connection with *tls* and
+    *trusted*, built on first use."""
+    key = tls + 2 * trusted
+    offers = config._offers
+    offer = offers.get(key)
+    if offer is None:
+        offer = offers[key] = Offer(config, tls=tls, trusted=trusted)
+    return offer

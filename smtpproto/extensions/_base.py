@@ -12,9 +12,10 @@
 #   refuses to send), and any server policy on a whole MAIL (``check_mail``:
 #   SIZE over the limit).
 #
-# The server core holds the extension objects its configuration enables;
-# the client core asks ``owner_of`` which extension a parameter needs and
-# refuses to send it unless the server offered that extension.
+# The server core holds the extension objects its configuration enables,
+# shared by all its connections (so an extension object holds no session
+# state); the client core asks ``owner_of`` which extension a parameter
+# needs and refuses to send it unless the server offered that extension.
 from __future__ import annotations
 
 from typing import ClassVar
@@ -40,7 +41,11 @@ class Extension:
     rcpt_line_extra: ClassVar[int] = 0
 
     def ehlo_line(self) -> str:
-        """The line this extension contributes to the EHLO reply."""
+        """The line this extension contributes to the EHLO reply.
+
+        A server reads it once per configuration and kind of connection
+        (the EHLO reply is built once and shared), so it must not change.
+        """
         return self.keyword
 
     @classmethod
