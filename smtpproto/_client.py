@@ -28,6 +28,21 @@
 # or MAILs than the server's LIMITS (RFC 9422), command lines over their
 # limit, and content lines over 1000 octets, over DATA and over BDAT alike
 # unless the body is BINARYMIME (RFC 5321 §4.5.3.1.6, RFC 3030 §3).
+# A new transaction may be pipelined behind the end of data of the last
+# one, before its reply (RFC 2920 §3.1: "the actual transfer of message
+# content is explicitly allowed to be the first command in a group"): the
+# end of data projects to READY, where MAIL is allowed, and the replies
+# are matched to the queue in order as ever.  Content still waits for its
+# own 354 with nothing else outstanding.
+#
+# The hot path.  ``send`` dispatches on the exact event type (a subclass
+# takes the general road); the checks, line and records of MAIL, RCPT and
+# DATA are made inline; the checked line of a MAIL or RCPT event is kept
+# per event (events are immutable) until the capabilities change, and what
+# the checks read of the capabilities (PIPELINING, LIMITS) is read once per
+# EHLO reply.  ``next_event`` reads replies without the base class's extra
+# call, and a one-line reply seen before is taken from the parser's memory.
+#
 # Replies are checked as they arrive: malformed lines, codes that change
 # inside a multiline reply, over-long lines or replies (attack class 7),
 # replies nobody asked for, a 3xx other than 334 or a 334 that is not
@@ -36,7 +51,9 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._buffer import LINE_TOO_LONG
 from ._commands import decode_sasl, format_command
@@ -73,8 +90,8 @@ from ._events import (
     Vrfy,
 )
 from ._replies import ReplyParser
-from ._state import Key, State, expected_digit, is_allowed, key_of, next_state
-from ._syntax import GrammarError, is_ascii
+from ._state import TRANSITIONS, BdatLast, Key, State, expected_digit
+from ._syntax import GrammarError
 from .extensions import Capabilities, owner_of
 from .extensions.eightbitmime import body_type
 
@@ -162,6 +179,17 @@ class ClientConnection(ConnectionBase):
         # queue each time); a reply, which shortens the queue, drops it.
         self._projection: tuple[State, State] | None = None
         self._parser = ReplyParser(self.config.max_reply_lines)
+        self._lmtp = self.config.lmtp
+        self._max_reply_line = self.config.max_reply_line
+        # Checked RCPT lines by event id (with the event, so the id stays
+        # its own), and the line-limit octets of checked parameters, both
+        # for the capabilities in _lines_caps (see _address_line).
+        self._lines: dict[int, tuple[Command, bytes]] = {}
+        self._param_extra: dict[tuple[bool, str, str | None], int] = {}
+        self._lines_caps: Capabilities | None = None
+        # What the checks of every MAIL and RCPT read of _lines_caps.
+        self._pipelining = False
+        self._mailmax = self._rcptmax = _NO_LIMIT
         self._stuffer = DotStuffer(self.config.max_line_length)
         self._sent_mail: Mail | None = None
         self._rcpts_sent = 0
@@ -173,6 +201,8 @@ class ClientConnection(ConnectionBase):
         # The line limit on the BDAT content of the current transaction, or
         # None when it has none (BODY=BINARYMIME, or max_line_length None).
         self._bdat_lines = self._line_limit(None)
+        # True until the first BDAT of a transaction works out _bdat_lines.
+        self._bdat_lines_due = False
         #: What the server offered in its last successful EHLO/LHLO reply.
         self.capabilities = Capabilities.none()
         #: The command the latest reply answered (None: greeting or 421).
@@ -205,12 +235,20 @@ class ClientConnection(ConnectionBase):
         self._projection = (self._state, state)
         return state
 
-    def _queue(self, item: Outstanding) -> None:
-        """Put *item* at the end of the queue of commands awaiting replies."""
+    def _queue(self, item: Outstanding, key: Key | None = None) -> None:
+        """Put *item* (whose table key is *key*, when the caller knows it) at
+        the end of the queue of commands awaiting replies."""
         self._pending.append(item)
         cached = self._projection
         if cached is not None and cached[0] is self._state:
-            self._projection = (cached[0], _project(cached[1], item))
+            if key is None:
+                self._projection = (cached[0], _project(cached[1], item))
+            else:  # _project(), inline: one step per command of a batch
+                outcomes = TRANSITIONS[cached[1]].get(key)
+                if outcomes is not None:
+                    new = outcomes.get(3 if key is Data else 2, cached[1])
+                    if new is not cached[1]:
+                        self._projection = (cached[0], new)
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake after STARTTLS completed.
@@ -246,21 +284,34 @@ class ClientConnection(ConnectionBase):
         Raises ``LocalProtocolError`` (and sends nothing) when the event is
         not allowed now.
         """
-        self._check_sendable(type(event).__name__)
+        state = self._state
+        if state is State.CLOSED or state is State.ERROR:
+            self._check_sendable(type(event).__name__)
+        # One dictionary lookup instead of a chain of isinstance() calls: the
+        # event classes are final in practice, and a subclass takes the
+        # general road below.
+        kind = _SEND_KINDS.get(type(event))
+        if kind is _COMMAND:
+            return self._send_command(event)  # type: ignore[arg-type]
+        if kind is _CONTENT:
+            return self._send_content(event.data)  # type: ignore[attr-defined]
         if isinstance(event, MessageData):
             return self._send_content(event.data)
         if isinstance(event, (EndOfMessage, EndOfChunk)):
             return self._send_end(event)
-        if self._chunk_left is not None:
-            raise LocalProtocolError(
-                f"cannot send {type(event).__name__}: the BDAT chunk still needs "
-                f"{self._chunk_left} octets and its end"
-            )
         if isinstance(event, (AuthResponse, AuthCancel)):
+            if self._chunk_left is not None:
+                raise self._chunk_unfinished(type(event).__name__)
             return self._send_sasl(event)
         if not isinstance(event, Command):
             raise LocalProtocolError(f"a client cannot send {type(event).__name__} events")
         return self._send_command(event)
+
+    def _chunk_unfinished(self, name: str) -> LocalProtocolError:
+        return LocalProtocolError(
+            f"cannot send {name}: the BDAT chunk still needs "
+            f"{self._chunk_left} octets and its end"
+        )
 
     def _send_content(self, data: bytes | bytearray | memoryview) -> bytes:
         chunk = bytes(data)  # one copy at most, none for bytes
@@ -276,7 +327,8 @@ class ClientConnection(ConnectionBase):
                 self._bdat_lines.check(chunk)
             self._chunk_left -= len(chunk)
             return chunk
-        self._check_in_data("MessageData")
+        if self._state is not State.DATA or self._pending:
+            raise self._not_in_data("MessageData")
         if not chunk.isascii():
             self._check_8bit()
         return self._stuffer.stuff(chunk)
@@ -295,16 +347,18 @@ class ClientConnection(ConnectionBase):
             return b""
         if isinstance(event, EndOfChunk):
             raise LocalProtocolError("EndOfChunk without a BDAT chunk")
-        self._check_in_data(name)
-        self._queue(event)
+        if self._state is not State.DATA or self._pending:
+            raise self._not_in_data(name)
+        self._queue(event, EndOfMessage)
         return self._stuffer.end()
 
-    def _check_in_data(self, what: str) -> None:
-        if self._state is not State.DATA or self._pending:
-            raise LocalProtocolError(
-                f"{what} may only be sent after DATA got its 354 reply "
-                f"(state {self._state.name}, {len(self._pending)} replies outstanding)"
-            )
+    def _not_in_data(self, what: str) -> LocalProtocolError:
+        """The error for content sent outside DATA (state not DATA, or
+        replies still outstanding)."""
+        return LocalProtocolError(
+            f"{what} may only be sent after DATA got its 354 reply "
+            f"(state {self._state.name}, {len(self._pending)} replies outstanding)"
+        )
 
     def _check_8bit(self) -> None:
         mail = self._sent_mail
@@ -327,64 +381,139 @@ class ClientConnection(ConnectionBase):
         return event._line()
 
     def _send_command(self, command: Command) -> bytes:
-        verb = command.name if isinstance(command, UnknownCommand) else command.verb
+        kind = type(command)
+        unknown = isinstance(command, UnknownCommand)
+        verb = command.name if unknown else command.verb  # type: ignore[attr-defined]
+        if self._chunk_left is not None:
+            raise self._chunk_unfinished(kind.__name__)
         if self._state is State.CONNECTED:
             raise LocalProtocolError(f"cannot send {verb} before the server's greeting (§3.1)")
-        if self._pending:
-            self._check_pipelining(verb)
-        projected = self.projected_state()
-        if isinstance(command, UnknownCommand):
-            if projected not in (State.GREETED, State.READY, State.MAIL, State.RCPT):
+        if self._lines_caps is not self.capabilities:
+            self._offer_changed()
+        pending = self._pending
+        if pending and (
+            not self._pipelining
+            or len(pending) >= self.config.max_pending
+            or type(pending[-1]) not in _BATCH_GOES_ON
+        ):
+            self._check_pipelining(verb)  # the whole check, and its errors
+        cached = self._projection  # projected_state(), inline
+        if cached is not None and cached[0] is self._state:
+            projected = cached[1]
+        else:
+            projected = self.projected_state()
+        key: Key = BdatLast if kind is Bdat and command.last else kind  # type: ignore[attr-defined]
+        if unknown:
+            if projected not in _UNKNOWN_ALLOWED:
                 raise LocalProtocolError(f"cannot send {verb} in state {projected.name}")
-        elif not is_allowed(projected, key_of(command)):
+        elif key not in TRANSITIONS[projected]:
             raise LocalProtocolError(f"{verb} is not allowed in state {projected.name}")
-        self._check_command(command, verb)
-        limit = self.config.max_command_line
-        if isinstance(command, (Mail, Rcpt)):
-            limit += self._check_parameters(command)
-        elif isinstance(command, Auth):
-            limit = 12288 + 40  # RFC 4954 §4: responses of up to 12288 octets
-        line = format_command(command)
-        if len(line) > limit:
-            raise LocalProtocolError(f"{verb} command line of {len(line)} octets exceeds {limit}")
-        self._record(command)
-        self._queue(command)
+        # The checks, the line and the records of the commands of every
+        # message first, inline; the others through the tables.
+        if kind is Rcpt:
+            if self._rcpts_sent >= self._rcptmax:  # RFC 9422 §4.1
+                raise self._over_rcptmax()
+            hit = self._lines.get(id(command))
+            if hit is not None and hit[0] is command:
+                line = hit[1]
+                if not command.forward_path.isascii():  # type: ignore[attr-defined]
+                    self._check_path(command)  # type: ignore[arg-type]
+            else:
+                line = self._address_line(command, verb)  # type: ignore[arg-type]
+            self._rcpts_sent += 1
+        elif kind is Mail:
+            if self._mails_sent >= self._mailmax:  # RFC 9422 §4.1
+                raise self._over_mailmax()
+            hit = self._lines.get(id(command))
+            # (The path of a MAIL is checked with its own parameters.)
+            line = hit[1] if hit is not None and hit[0] is command else self._address_line(command, verb)  # type: ignore[arg-type]
+            self._record_mail(command)  # type: ignore[arg-type]
+        elif kind is Data:
+            self._check_data(command, verb)  # type: ignore[arg-type]
+            line = b"DATA\r\n"
+        else:
+            check = _CHECKS.get(kind)
+            if check is not None:
+                check(self, command, verb)
+            limit = 12288 + 40 if kind is Auth else self.config.max_command_line
+            # RFC 4954 §4: AUTH responses of up to 12288 octets.
+            line = format_command(command)
+            if len(line) > limit:
+                raise LocalProtocolError(f"{verb} command line of {len(line)} octets exceeds {limit}")
+            record = _RECORD.get(kind)
+            if record is not None:
+                record(self, command)
+        self._queue(command, key)
         return line
 
-    def _check_command(self, command: Command, verb: str) -> None:
-        caps = self.capabilities
-        if isinstance(command, (Ehlo, Helo)) and self.config.lmtp:
-            raise LocalProtocolError(f"an LMTP client sends LHLO, not {verb} (RFC 2033 §4.1)")
-        if isinstance(command, Lhlo) and not self.config.lmtp:
-            raise LocalProtocolError("LHLO is for LMTP clients (ClientConfig(lmtp=True))")
-        if isinstance(command, StartTLS):
-            if self.tls:
-                raise LocalProtocolError("STARTTLS sent on a connection that is already TLS")
-            if not caps.starttls:
-                raise LocalProtocolError("the server did not offer STARTTLS")
-        elif isinstance(command, Auth):
-            self._check_auth(command)
-        elif isinstance(command, Bdat):
-            if not caps.chunking:
-                raise LocalProtocolError("the server did not offer CHUNKING (RFC 3030)")
-        elif isinstance(command, Data):
-            body = (self._sent_mail.parameters.get("BODY") or "") if self._sent_mail else ""
+    def _offer_changed(self) -> None:
+        """Read what the checks need of new ``capabilities``, and forget
+        what was checked against the old ones."""
+        caps = self._lines_caps = self.capabilities
+        self._lines.clear()
+        self._param_extra.clear()
+        self._pipelining = caps.pipelining
+        self._mailmax = caps.limits.get("MAILMAX", _NO_LIMIT)
+        self._rcptmax = caps.limits.get("RCPTMAX", _NO_LIMIT)
+
+    def _address_line(self, command: Mail | Rcpt, verb: str) -> bytes:
+        """The checked line of a MAIL or RCPT.
+
+        Events are immutable, and a sender may send the same RCPT (and
+        MAIL) event message after message, so its line (checked against
+        the server's offer and the length limit) is kept in ``_lines`` per
+        event until the capabilities change (``_send_command`` looks there
+        first).  The non-ASCII check of a RCPT depends on the MAIL of the
+        transaction, so it is made every time.
+        """
+        limit = self.config.max_command_line + self._check_parameters(command)
+        line = _format_address(command)
+        if len(line) > limit:
+            raise LocalProtocolError(f"{verb} command line of {len(line)} octets exceeds {limit}")
+        lines = self._lines
+        if len(lines) >= _LINE_CACHE:
+            lines.clear()
+        lines[id(command)] = (command, line)
+        return line
+
+    def _over_mailmax(self) -> LocalProtocolError:
+        return LocalProtocolError(
+            f"the server's LIMITS MAILMAX={self._mailmax} allows no more MAIL commands"
+        )
+
+    def _over_rcptmax(self) -> LocalProtocolError:
+        return LocalProtocolError(
+            f"the server's LIMITS RCPTMAX={self._rcptmax} allows no more recipients"
+        )
+
+    def _check_data(self, command: Data, verb: str) -> None:
+        mail = self._sent_mail
+        if mail is not None and mail.parameters:
+            body = mail.parameters.get("BODY") or ""
             if body.upper() == "BINARYMIME":
                 raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
-        elif isinstance(command, Xclient) and "XCLIENT" not in caps:
-            raise LocalProtocolError("the server did not offer XCLIENT")
-        if isinstance(command, Mail) and self._mails_sent >= self._limit("MAILMAX"):
-            raise LocalProtocolError(
-                f"the server's LIMITS MAILMAX={self._limit('MAILMAX')} allows no more MAIL commands"
-            )
-        if isinstance(command, Rcpt) and self._rcpts_sent >= self._limit("RCPTMAX"):
-            raise LocalProtocolError(
-                f"the server's LIMITS RCPTMAX={self._limit('RCPTMAX')} allows no more recipients"
-            )
 
-    def _limit(self, name: str) -> int:
-        """The server's LIMITS value *name* (RFC 9422), or a huge number."""
-        return self.capabilities.limits.get(name, 1 << 62)
+    def _check_hello(self, command: Command, verb: str) -> None:
+        if self.config.lmtp:
+            raise LocalProtocolError(f"an LMTP client sends LHLO, not {verb} (RFC 2033 §4.1)")
+
+    def _check_lhlo(self, command: Lhlo, verb: str) -> None:
+        if not self.config.lmtp:
+            raise LocalProtocolError("LHLO is for LMTP clients (ClientConfig(lmtp=True))")
+
+    def _check_starttls(self, command: StartTLS, verb: str) -> None:
+        if self.tls:
+            raise LocalProtocolError("STARTTLS sent on a connection that is already TLS")
+        if not self.capabilities.starttls:
+            raise LocalProtocolError("the server did not offer STARTTLS")
+
+    def _check_bdat(self, command: Bdat, verb: str) -> None:
+        if not self.capabilities.chunking:
+            raise LocalProtocolError("the server did not offer CHUNKING (RFC 3030)")
+
+    def _check_xclient(self, command: Xclient, verb: str) -> None:
+        if "XCLIENT" not in self.capabilities:
+            raise LocalProtocolError("the server did not offer XCLIENT")
 
     def _line_limit(self, mail: Mail | None) -> LineLimit | None:
         """The line limit for the BDAT content of *mail*'s transaction.
@@ -417,22 +546,24 @@ class ClientConnection(ConnectionBase):
                 "first or set ClientConfig(allow_plaintext_auth=True)"
             )
 
-    def _record(self, command: Command) -> None:
-        if isinstance(command, Mail):
-            self._sent_mail = command
-            self._rcpts_sent = 0
-            self._mails_sent += 1
-            self._bdat_lines = self._line_limit(command)
-        elif isinstance(command, Rcpt):
-            self._rcpts_sent += 1
-        elif isinstance(command, (Rset, Ehlo, Helo, Lhlo)):
-            self._sent_mail = None
-        elif isinstance(command, Bdat):
-            self._chunk_left = command.size
-            self._chunk_last = command.last
+    def _record_mail(self, command: Mail) -> None:
+        self._sent_mail = command
+        self._rcpts_sent = 0
+        self._mails_sent += 1
+        self._bdat_lines_due = True  # most transactions send no BDAT
+
+    def _record_reset(self, command: Command) -> None:
+        self._sent_mail = None
+
+    def _record_bdat(self, command: Bdat) -> None:
+        if self._bdat_lines_due:
+            self._bdat_lines = self._line_limit(self._sent_mail)
+            self._bdat_lines_due = False
+        self._chunk_left = command.size
+        self._chunk_last = command.last
 
     def _check_pipelining(self, verb: str) -> None:
-        if not self.capabilities.pipelining:
+        if not self._pipelining:
             raise LocalProtocolError(
                 f"cannot send {verb} while a reply is outstanding: the server did not "
                 "offer PIPELINING (RFC 2920)"
@@ -440,9 +571,10 @@ class ClientConnection(ConnectionBase):
         if len(self._pending) >= self.config.max_pending:
             raise LocalProtocolError(f"more than {self.config.max_pending} commands outstanding")
         last = self._pending[-1]
-        ends_batch = isinstance(last, _END_OF_BATCH) or (
-            isinstance(last, Auth)
-            and (last.initial_response is None or last.mechanism not in _ONE_ROUND_TRIP)
+        kind = type(last)
+        ends_batch = (kind in _END_OF_BATCH_TYPES or isinstance(last, _END_OF_BATCH)) or (
+            kind is Auth
+            and (last.initial_response is None or last.mechanism not in _ONE_ROUND_TRIP)  # type: ignore[union-attr]
         )
         if ends_batch:
             raise LocalProtocolError(
@@ -451,86 +583,147 @@ class ClientConnection(ConnectionBase):
             )
 
     def _check_parameters(self, command: Mail | Rcpt) -> int:
-        """Check parameters against the server's offer; return the octets
-        the offered extensions add to the line limit."""
+        """Check parameters against the server's offer, then the path; return
+        the octets the offered extensions add to the line limit."""
         extra = 0
+        is_mail = type(command) is Mail
+        known = self._param_extra
         for name, value in command.parameters.items():
-            owner = owner_of(name)
-            if owner is None:
-                continue  # an extension the core does not model: caller's call
-            for keyword in owner.requirements(name, value):
-                if keyword not in self.capabilities:
-                    raise LocalProtocolError(
-                        f"parameter {name} needs the {keyword} extension, "
-                        "which the server did not offer"
-                    )
-            try:
-                owner.check_parameter(name, value)
-            except GrammarError as exc:
-                raise LocalProtocolError(str(exc)) from None
-            extra += owner.mail_line_extra if isinstance(command, Mail) else owner.rcpt_line_extra
-        path = command.reverse_path if isinstance(command, Mail) else command.forward_path
-        mail = command if isinstance(command, Mail) else self._sent_mail
-        if not is_ascii(path) and not (mail and "SMTPUTF8" in mail.parameters):
+            key = (is_mail, name, value)
+            found = known.get(key)
+            if found is None:
+                found = self._check_parameter(is_mail, name, value)
+                if len(known) >= _LINE_CACHE:
+                    known.clear()
+                known[key] = found
+            extra += found
+        self._check_path(command)
+        return extra
+
+    def _check_parameter(self, is_mail: bool, name: str, value: str | None) -> int:
+        """Check one parameter against the server's offer; return the octets
+        its extension adds to the line limit."""
+        owner = owner_of(name)
+        if owner is None:
+            return 0  # an extension the core does not model: caller's call
+        for keyword in owner.requirements(name, value):
+            if keyword not in self.capabilities:
+                raise LocalProtocolError(
+                    f"parameter {name} needs the {keyword} extension, "
+                    "which the server did not offer"
+                )
+        try:
+            owner.check_parameter(name, value)
+        except GrammarError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        return owner.mail_line_extra if is_mail else owner.rcpt_line_extra
+
+    def _check_path(self, command: Mail | Rcpt) -> None:
+        """RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL."""
+        path = command.reverse_path if type(command) is Mail else command.forward_path  # type: ignore[union-attr]
+        if path.isascii():
+            return
+        mail = command if type(command) is Mail else self._sent_mail
+        if not (mail and "SMTPUTF8" in mail.parameters):
             raise LocalProtocolError(
                 f"non-ASCII address {path!r} needs the SMTPUTF8 parameter on MAIL (RFC 6531)"
             )
-        return extra
 
     # -- receiving -------------------------------------------------------
 
+    def next_event(self) -> Event | Sentinel:
+        """Return the next reply, or ``NEED_DATA`` / ``PAUSED``.
+
+        Raises ``RemoteProtocolError`` when the server broke the protocol;
+        the session is then in the ERROR state.
+        """
+        # ConnectionBase.next_event with the reading of replies inlined (it
+        # runs for every reply); the base keeps the other cases: an earlier
+        # failure, CLOSED, and the TLS state (see _next_event).
+        state = self._state
+        if self._error is not None or state is State.CLOSED or state is State.TLS:
+            return super().next_event()
+        try:
+            while True:
+                line = self._buffer.extract_line(self._max_reply_line)
+                if line is None:
+                    return self._closed() if self._eof else Sentinel.NEED_DATA
+                if line is LINE_TOO_LONG:
+                    raise RemoteProtocolError(
+                        f"reply line longer than {self._max_reply_line} octets"
+                    )
+                content, crlf = line
+                if not crlf and not self.config.lenient:
+                    raise RemoteProtocolError(f"reply line ended with a bare LF: {content[:80]!r}")
+                parser = self._parser
+                # ReplyParser.feed's first step, inline: most replies of a
+                # session are one line it has seen before (250 to each RCPT).
+                reply = None if parser._lines else parser._seen.get(content)
+                if reply is None:
+                    reply = parser.feed(content)
+                if reply is not None:
+                    return self._on_reply(reply)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._state = State.ERROR
+            raise
+
     def _next_event(self) -> Event | Sentinel:
-        if self._state is State.TLS:
-            if self._buffer.data:
-                raise RemoteProtocolError("data received after the 220 to STARTTLS")
-            return self._closed() if self._eof else PAUSED
-        while True:
-            line = self._buffer.extract_line(self.config.max_reply_line)
-            if line is None:
-                return self._closed() if self._eof else Sentinel.NEED_DATA
-            if line is LINE_TOO_LONG:
-                raise RemoteProtocolError(
-                    f"reply line longer than {self.config.max_reply_line} octets"
-                )
-            content, crlf = line
-            if not crlf and not self.config.lenient:
-                raise RemoteProtocolError(f"reply line ended with a bare LF: {content[:80]!r}")
-            reply = self._parser.feed(content)
-            if reply is not None:
-                return self._on_reply(reply)
+        # ConnectionBase.next_event comes here in the TLS state only: no
+        # byte may arrive between the 220 to STARTTLS and the handshake
+        # (attack class 3).
+        if self._buffer.data:
+            raise RemoteProtocolError("data received after the 220 to STARTTLS")
+        return self._closed() if self._eof else PAUSED
 
     def _on_reply(self, reply: Reply) -> Reply:
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             if reply.code == 421:
                 # §3.8: a server may announce its shutdown at any time.
                 self._state = State.CLOSED
                 self.last_command = None
                 return reply
             raise RemoteProtocolError(f"reply {reply.code} arrived with no command outstanding")
-        command = self._pending.popleft()
+        command = pending.popleft()
         self._projection = None
-        if self._lmtp_more(command, reply):
+        if self._lmtp and self._lmtp_more(command, reply):
             return reply
-        key: Key = Reply if command is None else key_of(command)
         state = self._state
-        if isinstance(command, UnknownCommand) or not is_allowed(state, key):
-            # Sent on the assumption that earlier commands would succeed;
-            # they did not, so this one cannot change the state.
-            if reply.is_intermediate:
-                raise RemoteProtocolError(f"unexpected {reply.code} reply to {_name(command)}")
-            new = State.CLOSED if reply.code == 421 else state
+        code = reply.code
+        if command is None:
+            key: Key = Reply
         else:
-            try:
-                new = next_state(state, key, reply.code)
-            except ValueError:
-                raise RemoteProtocolError(
-                    f"unexpected {reply.code} reply to {_name(command)}"
-                ) from None
-            if new is State.AUTH and reply.code != 334:
+            kind = type(command)
+            key = BdatLast if kind is Bdat and command.last else kind  # type: ignore[union-attr]
+        # The row of TRANSITIONS, looked up here rather than through
+        # is_allowed() and next_state(), which would look it up twice.
+        outcomes = TRANSITIONS[state].get(key)
+        if outcomes is None:
+            # Sent on the assumption that earlier commands would succeed;
+            # they did not (or, for an unknown verb, the table has no row),
+            # so this one cannot change the state.
+            if 300 <= code < 400:
+                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+            new = State.CLOSED if code == 421 else state
+        elif code == 421:
+            new = State.CLOSED  # §3.8, as next_state() has it
+        else:
+            digit = code // 100
+            if digit == 3 and 3 not in outcomes:
+                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+            new = outcomes.get(digit, state)
+            if new is State.AUTH and code != 334:
                 # RFC 4954 §4: only "334" continues an exchange; any other
                 # 3xx would leave the last challenge to be answered again.
-                raise RemoteProtocolError(f"unexpected {reply.code} reply to {_name(command)}")
-        self._apply(command, reply, new)
+                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+        if key is Rcpt:  # _apply_rcpt, inline
+            if 200 <= code < 300:
+                self._accepted.append(command)  # type: ignore[arg-type]
+        elif key is not Data and key is not EndOfMessage:
+            apply = _APPLY.get(type(command))
+            if apply is not None:
+                apply(self, command, reply, new)
         self._state = new
         self.last_command = command
         if new is State.TLS and self._buffer.data:
@@ -541,7 +734,7 @@ class ClientConnection(ConnectionBase):
         """LMTP: keep the end of data outstanding until every accepted
         recipient got its reply (RFC 2033 §4.2); True while more are due."""
         ends = isinstance(command, EndOfMessage) or (isinstance(command, Bdat) and command.last)
-        if not (self.config.lmtp and ends):
+        if not ends:
             return False
         if reply.code == 421:
             # §3.8: the session is over; the recipients still due get no
@@ -561,8 +754,11 @@ class ClientConnection(ConnectionBase):
         self._lmtp_due = None
         return False
 
-    def _apply(self, command: Outstanding, reply: Reply, new: State) -> None:
-        if reply.code == 334 and isinstance(command, (Auth, AuthResponse)):
+    # What a reply does besides moving the state, per command type (none
+    # for DATA, the end of data, RSET, NOOP...).
+
+    def _apply_auth(self, command: Auth | AuthResponse, reply: Reply, new: State) -> None:
+        if reply.code == 334:
             # RFC 4954 §4: a 334 to AUTH carries a base64 challenge.  (A 334
             # to DATA is just a 3xx: §4.2.1, clients act on the first digit.)
             if len(reply.text) != 1:
@@ -573,32 +769,40 @@ class ClientConnection(ConnectionBase):
                 self.challenge = decode_sasl(text) if text else b""
             except GrammarError:
                 raise RemoteProtocolError("334 challenge is not valid base64") from None
-        if isinstance(command, Mail) and self._state is State.READY:
+        elif reply.code == 235:
+            self.authenticated = True
+
+    def _apply_mail(self, command: Mail, reply: Reply, new: State) -> None:
+        if self._state is State.READY:
             # A new transaction, opened or refused: the last one's recipients
             # no longer count (LMTP counts its end-of-data replies by them).
             self._accepted = []
-        if reply.is_success:
-            if isinstance(command, (Ehlo, Lhlo)):
-                self.capabilities = Capabilities.from_reply(reply)
-            elif isinstance(command, (Helo, Xclient)):
-                self.capabilities = Capabilities.none()
-            elif isinstance(command, Rcpt):
-                self._accepted.append(command)
-            elif isinstance(command, (Auth, AuthResponse)) and reply.code == 235:
-                self.authenticated = True
-        elif isinstance(command, Mail):
+        if not 200 <= reply.code < 300:
             self._sent_mail = None
-        if new is State.GREETED and isinstance(command, Xclient):
+
+    def _apply_ehlo(self, command: Ehlo | Lhlo, reply: Reply, new: State) -> None:
+        if 200 <= reply.code < 300:
+            self.capabilities = Capabilities.from_reply(reply)
+
+    def _apply_helo(self, command: Helo | Xclient, reply: Reply, new: State) -> None:
+        if 200 <= reply.code < 300:
+            self.capabilities = Capabilities.none()
+        if new is State.GREETED and type(command) is Xclient:
             self.authenticated = False
 
 
 def _project(state: State, item: Outstanding) -> State:
     """The state after *item*, sent in *state*, if it gets the reply hoped
     for; a command out of sequence there leaves the state alone."""
-    key: Key = Reply if item is None else key_of(item)
-    if is_allowed(state, key):
-        return next_state(state, key, expected_digit(key) * 100)
-    return state
+    if item is None:
+        key: Key = Reply
+    else:
+        kind = type(item)
+        key = BdatLast if kind is Bdat and item.last else kind  # type: ignore[union-attr]
+    outcomes = TRANSITIONS[state].get(key)
+    if outcomes is None:
+        return state
+    return outcomes.get(expected_digit(key), state)
 
 
 def _name(command: Outstanding) -> str:
@@ -611,3 +815,70 @@ def _name(command: Outstanding) -> str:
     if isinstance(command, (AuthResponse, AuthCancel)):
         return "the SASL response"
     return command.verb
+
+
+def _format_address(command: Mail | Rcpt) -> bytes:
+    """``format_command(command)`` for MAIL and RCPT, without its general
+    dispatch: ``MAIL FROM:<path> params`` / ``RCPT TO:<path> params``."""
+    if type(command) is Mail:
+        head = f"MAIL FROM:<{command.reverse_path}>"
+    else:
+        head = f"RCPT TO:<{command.forward_path}>"  # type: ignore[union-attr]
+    params = command.parameters
+    if not params:
+        return f"{head}\r\n".encode()
+    tail = "".join(f" {k}" if v is None else f" {k}={v}" for k, v in params.items())
+    return f"{head}{tail}\r\n".encode()
+
+
+# Dispatch tables, by exact event type (see ``send``).
+_COMMAND = 0
+_CONTENT = 1
+_SEND_KINDS: dict[type[Event], int] = {
+    MessageData: _CONTENT,
+    **dict.fromkeys(
+        (Ehlo, Helo, Lhlo, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Expn, Help,
+         StartTLS, Auth, Bdat, Xclient, UnknownCommand),
+        _COMMAND,
+    ),
+}
+_END_OF_BATCH_TYPES = frozenset(_END_OF_BATCH)
+# Outstanding items a batch may go on after, whatever they are (others,
+# AUTH among them, are judged by _check_pipelining).
+_BATCH_GOES_ON = frozenset((type(None), Mail, Rcpt, Rset, EndOfMessage, Bdat))
+# The states in which a command the core does not model may be sent.
+_UNKNOWN_ALLOWED = frozenset((State.GREETED, State.READY, State.MAIL, State.RCPT))
+# Checks of a command beyond its place in the state table, before any byte
+# (those of MAIL, RCPT and DATA are made inline, in _send_command).
+_CHECKS: dict[type[Command], Callable[[ClientConnection, Any, str], None]] = {
+    Ehlo: ClientConnection._check_hello,
+    Helo: ClientConnection._check_hello,
+    Lhlo: ClientConnection._check_lhlo,
+    StartTLS: ClientConnection._check_starttls,
+    Auth: lambda conn, command, verb: conn._check_auth(command),
+    Bdat: ClientConnection._check_bdat,
+    Xclient: ClientConnection._check_xclient,
+}
+# What sending a command changes in the client's own records.
+_RECORD: dict[type[Command], Callable[[ClientConnection, Any], None]] = {
+    Rset: ClientConnection._record_reset,
+    Ehlo: ClientConnection._record_reset,
+    Helo: ClientConnection._record_reset,
+    Lhlo: ClientConnection._record_reset,
+    Bdat: ClientConnection._record_bdat,
+}
+# What a reply changes besides the state, by the type of command it answers.
+_APPLY: dict[type[Any], Callable[[ClientConnection, Any, Reply, State], None]] = {
+    Auth: ClientConnection._apply_auth,
+    AuthResponse: ClientConnection._apply_auth,
+    Mail: ClientConnection._apply_mail,
+    Ehlo: ClientConnection._apply_ehlo,
+    Lhlo: ClientConnection._apply_ehlo,
+    Helo: ClientConnection._apply_helo,
+    Xclient: ClientConnection._apply_helo,
+}
+# Most RCPT lines and checked parameters a connection keeps (see
+# ``_address_line``); past that it forgets them and starts again.
+_LINE_CACHE = 256
+# No LIMITS announced: a number no count reaches.
+_NO_LIMIT = 1 << 62

@@ -132,8 +132,19 @@ class ReplyParser:
     """Assemble reply lines into ``Reply`` events (client side).
 
     ``max_lines`` bounds the lines of one multiline reply (attack class 7,
-    reply bombs against a client).
+    reply bombs against a client).  A one-line reply (most are) is checked
+    and built without the regular expression, and remembered by its wire
+    line, so the next identical one costs a dictionary lookup.
     """
+
+    # The valid reply codes (Reply-code = %x32-35 %x30-35 %x30-39, §4.2) as
+    # their three octets, for the one-line fast path of ``feed``.
+    _CODES = frozenset(
+        b"%d%d%d" % (first, second, third)
+        for first in range(2, 6)
+        for second in range(6)
+        for third in range(10)
+    )
 
     def __init__(self, max_lines: int) -> None:
         self.max_lines = max_lines
@@ -157,6 +168,16 @@ class ReplyParser:
             seen = self._seen.get(line)
             if seen is not None:
                 return seen  # checked and built when first seen
+            if line[:3] in self._CODES and line[3:4] in (b" ", b""):
+                # A one-line reply (most are): the same checks as below
+                # without the regular expression and the list of lines.
+                if b"\r" in line or b"\n" in line or b"\x00" in line:
+                    raise RemoteProtocolError(f"control character in reply line {line[:80]!r}")
+                reply = self._one_line(int(line[:3]), line[4:].decode("utf-8", "surrogateescape"))
+                if len(self._seen) >= _SEEN_LIMIT:
+                    self._seen.clear()
+                self._seen[line] = reply
+                return reply
         match = _LINE_RE.fullmatch(line)
         if match is None:
             raise RemoteProtocolError(f"malformed reply line {bytes(line[:80])!r}")
@@ -176,12 +197,26 @@ class ReplyParser:
                     f"multiline reply longer than {self.max_lines} lines"
                 )
             return None
+        # The last line of a multiline reply (a one-line reply took the
+        # fast path above, which remembers it).
         lines, self._lines = self._lines, []
-        reply = _build_reply(int(code), lines)
-        if len(lines) == 1:
-            if len(self._seen) >= _SEEN_LIMIT:
-                self._seen.clear()
-            self._seen[line] = reply
+        return _build_reply(int(code), lines)
+
+    @staticmethod
+    def _one_line(code: int, text: str) -> Reply:
+        """The reply of one line, as ``_build_reply`` makes it, built
+        without the general ``Reply._trusted`` (its three fields set
+        directly: the parser has checked them all)."""
+        enhanced = None
+        if text[1:2] == "." and text[:1] in "245" and text[:1] == str(code // 100):
+            found = _ENHANCED_PREFIX_RE.match(text)
+            if found is not None:
+                enhanced = found.group(1)
+                text = text[len(enhanced) + 1 :]
+        reply = object.__new__(Reply)
+        object.__setattr__(reply, "code", code)
+        object.__setattr__(reply, "text", (text,))
+        object.__setattr__(reply, "enhanced", enhanced)
         return reply
 
 

@@ -32,7 +32,7 @@ from .flows import (
     Call, ClientOptions, ClientSession, Close, Flow, Handler, Receive, Send, SendResult,
     ServerSession, ServerTimeouts, Shutdown, StartTLS, TLSMode, errors, prepare,
 )
-from .flows.message import DsnOptions
+from .flows.message import DsnOptions, Outgoing
 from .sync import default_helo_name
 
 __all__ = ["AsyncSMTPClient", "AsyncSMTPServer"]
@@ -44,19 +44,21 @@ _READ_LIMIT = 262_144
 # Seconds for a TLS handshake, and for a closing TLS connection's goodbye.
 _TLS_TIMEOUT = 30.0
 _CLOSE_WAIT = 5.0
+# Octets one read takes (the size of the per-thread scratch buffer).
+_READ_SIZE = 65536
 _local = threading.local()
 
 
 def _scratch() -> memoryview:
     """This thread's receive buffer, shared by its connections: a
-    transport reads into it and the protocol copies the bytes out at once,
-    so no read allocates (a plain Protocol gets a fresh ``bytes`` of the
-    transport's maximum read size, 256 KiB, per read: an mmap, mremap and
-    munmap each time)."""
+    transport reads into it (at most ``_READ_SIZE`` octets a read) and the
+    protocol copies the bytes out at once, so no read allocates (a plain
+    Protocol gets a fresh ``bytes`` of the transport's maximum read size,
+    256 KiB, per read: an mmap, mremap and munmap each time)."""
     try:
         return cast(memoryview, _local.scratch)
     except AttributeError:
-        _local.scratch = memoryview(bytearray(_READ_LIMIT))
+        _local.scratch = memoryview(bytearray(_READ_SIZE))
         return cast(memoryview, _local.scratch)
 
 
@@ -567,6 +569,21 @@ class AsyncSMTPClient:
             smtputf8=smtputf8, requiretls=requiretls, dsn=dsn,
         )
         return await self._run(self.session.send(outgoing))
+
+    async def send_messages(
+        self, messages: Iterable[Outgoing]
+    ) -> list[SendResult | errors.SMTPError]:
+        """Send *messages* over this connection, pipelined across messages
+        when the server offers PIPELINING (one round trip per message); each
+        is an :class:`~smtpproto.flows.Outgoing`, as
+        :func:`smtpproto.flows.prepare` makes it.
+
+        Returns one outcome per message, in order: its
+        :class:`~smtpproto.flows.SendResult`, or the
+        :class:`~smtpproto.flows.errors.SMTPError` that refused it or ended
+        the session; nothing is raised for a single message.  See
+        :meth:`smtpproto.flows.ClientSession.send_many`."""
+        return await self._run(self.session.send_many(messages))
 
     async def quit(self) -> None:
         """Say QUIT and close the connection."""

@@ -44,7 +44,7 @@ from .flows import (
     errors,
     prepare,
 )
-from .flows.message import DsnOptions
+from .flows.message import DsnOptions, Outgoing
 
 __all__ = ["SMTPClient", "SMTPServer", "ServerThread", "default_helo_name"]
 
@@ -295,6 +295,19 @@ class SMTPClient:
             smtputf8=smtputf8, requiretls=requiretls, dsn=dsn,
         )
         return self._run(self.session.send(outgoing))
+
+    def send_messages(self, messages: Iterable[Outgoing]) -> list[SendResult | errors.SMTPError]:
+        """Send *messages* over this connection, pipelined across messages
+        when the server offers PIPELINING (one round trip per message); each
+        is an :class:`~smtpproto.flows.Outgoing`, as
+        :func:`smtpproto.flows.prepare` makes it.
+
+        Returns one outcome per message, in order: its
+        :class:`~smtpproto.flows.SendResult`, or the
+        :class:`~smtpproto.flows.errors.SMTPError` that refused it or ended
+        the session; nothing is raised for a single message.  See
+        :meth:`smtpproto.flows.ClientSession.send_many`."""
+        return self._run(self.session.send_many(messages))
 
     def quit(self) -> None:
         """Say QUIT and close the connection."""

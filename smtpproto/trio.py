@@ -49,7 +49,7 @@ from .flows import (
     Call, ClientOptions, ClientSession, Close, Flow, Handler, Receive, Send, SendResult,
     ServerSession, ServerTimeouts, Shutdown, StartTLS, TLSMode, errors, prepare,
 )
-from .flows.message import DsnOptions
+from .flows.message import DsnOptions, Outgoing
 from .sync import default_helo_name
 
 __all__ = ["TrioSMTPClient", "TrioSMTPServer"]
@@ -320,6 +320,19 @@ class TrioSMTPClient:
             smtputf8=smtputf8, requiretls=requiretls, dsn=dsn,
         )
         return await self._run(self.session.send(outgoing))
+
+    async def send_messages(self, messages: Iterable[Outgoing]) -> list[SendResult | errors.SMTPError]:
+        """Send *messages* over this connection, pipelined across messages
+        when the server offers PIPELINING (one round trip per message); each
+        is an :class:`~smtpproto.flows.Outgoing`, as
+        :func:`smtpproto.flows.prepare` makes it.
+
+        Returns one outcome per message, in order: its
+        :class:`~smtpproto.flows.SendResult`, or the
+        :class:`~smtpproto.flows.errors.SMTPError` that refused it or ended
+        the session; nothing is raised for a single message.  See
+        :meth:`smtpproto.flows.ClientSession.send_many`."""
+        return await self._run(self.session.send_many(messages))
 
     async def quit(self) -> None:
         """Say QUIT and close the connection."""
