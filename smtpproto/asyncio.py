@@ -15,6 +15,7 @@ work (the tests run them).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import socket
@@ -47,6 +48,16 @@ _CLOSE_WAIT = 5.0
 # Octets one read takes (the size of the per-thread scratch buffer).
 _READ_SIZE = 65536
 _local = threading.local()
+# The receive buffer of a connection with nothing unread; never written to
+# (buffer_updated replaces it with a buffer of the connection's own).
+_EMPTY = bytearray()
+# The context the deadline timers run in: one for all, not a copy of the
+# current context per timer (64 octets each, for every idle connection).
+# A timer only wakes its connection, and the adapter keeps nothing in
+# context variables; a hook the woken flow calls (the disconnect hook after
+# a timeout) runs in it, as hooks woken by arriving bytes run in the
+# transport's: hooks cannot rely on the context the server started in.
+_TIMER_CONTEXT = contextvars.Context()
 
 
 def _scratch() -> memoryview:
@@ -108,7 +119,7 @@ class _Stream(asyncio.BufferedProtocol):
         # exception) when the flow ends.
         self._on_done: Callable[[_Stream, Any, BaseException | None], None] | None = None
         self._loop = asyncio.get_running_loop()
-        self._buffer = bytearray()
+        self._buffer = _EMPTY
         self._eof = self._stopping = self._paused = self._lost = self._stepping = False
         self._error: Exception | None = None
         # The loop time at which the command being read times out.
@@ -140,7 +151,10 @@ class _Stream(asyncio.BufferedProtocol):
         return _scratch()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._buffer += _scratch()[:nbytes]
+        if self._buffer:
+            self._buffer += _scratch()[:nbytes]
+        else:
+            self._buffer = bytearray(_scratch()[:nbytes])
         if len(self._buffer) >= _READ_LIMIT and self.transport is not None:
             self.transport.pause_reading()
         self._wake()
@@ -209,7 +223,7 @@ class _Stream(asyncio.BufferedProtocol):
                 return  # it fires first and re-arms itself for *until*
             timer.cancel()
         self._timer_at = until
-        self._timer = self._loop.call_at(until, self._on_timer)
+        self._timer = self._loop.call_at(until, self._on_timer, context=_TIMER_CONTEXT)
 
     # -- running a flow ------------------------------------------------------------
 
@@ -386,8 +400,14 @@ class _Stream(asyncio.BufferedProtocol):
             self._step(value, None)
 
     def _consume(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        buffer = self._buffer
+        if size >= len(buffer):
+            # All of it (the usual case): an idle connection keeps no
+            # buffer of its own, only the shared empty one.
+            data, self._buffer = bytes(buffer), _EMPTY
+        else:
+            data = bytes(buffer[:size])
+            del buffer[:size]
         if len(self._buffer) < _READ_LIMIT and self.transport is not None and not self._lost:
             self.transport.resume_reading()
         return data
@@ -660,8 +680,10 @@ class AsyncSMTPServer:
         if self.implicit_tls:
             kwargs.update(ssl=self.ssl_context, ssl_handshake_timeout=_TLS_TIMEOUT)
 
+        accepted = self._accepted  # one bound method for every connection
+
         def factory() -> _Stream:
-            return _Stream(self._accepted)
+            return _Stream(accepted)
 
         if self.sock is not None:
             self._server = await loop.create_server(factory, sock=self.sock, **kwargs)
