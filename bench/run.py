@@ -16,6 +16,7 @@ median of ``--repeats`` runs with the min-max spread:
   messages/s, and CPU seconds per 1,000 messages of the server's
   processes (read from ``/proc``, during the load only);
 * **client**: 2,000 messages of 10 KB over one connection to ``smtp-sink``
+  (messages/s, and the client's CPU microseconds per message)
   from our blocking and asyncio clients (one ``send_message`` call per
   message, and the whole batch in one ``send_messages`` call, which
   pipelines each message's envelope behind the previous one's content),
@@ -366,6 +367,14 @@ def client_smtp_source(port: int, count: int, rcpts: list[str]) -> float:
     return smtp_source(port, count, 1, True, recipients=len(rcpts))
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its
+    reaped children: an in-process client, or smtp-source once it exited."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def client_rows(count: int, repeats: int) -> list[Figure]:
     """messages/s for each client, one connection to smtp-sink."""
     subjects: list[tuple[str, Callable[[int, int, list[str]], float]]] = [
@@ -386,17 +395,23 @@ def client_rows(count: int, repeats: int) -> list[Figure]:
         rows: list[Figure] = []
         port = free_port()
         samples: dict[str, list[float]] = {name: [] for name, _ in subjects}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in subjects}
         with server(smtp_sink_cmd(port), port):
             # Round after round of every client, not every run of one client
             # then the next: on a shared machine the load drifts, and the
             # ratios in the notes should not depend on who ran when.
             for _ in range(repeats):
                 for name, run in subjects:
+                    before = _cpu_seconds()
                     samples[name].append(count / run(port, count, rcpts))
+                    cpu[name].append((_cpu_seconds() - before) / count * 1e6)
         for name, _ in subjects:
             rates[name] = statistics.median(samples[name])
             rows.append(Figure(group, name, samples[name], "msg/s"))
+            rows.append(Figure(group, f"{name} CPU", cpu[name], "CPU us/msg"))
         for figure in rows:
+            if figure.unit != "msg/s":
+                continue
             if figure.name.startswith("smtpproto blocking"):
                 figure.note = (
                     f"{figure.median / rates['smtplib']:.1f}x smtplib (target >= 2x); "
