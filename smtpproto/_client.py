@@ -691,11 +691,7 @@ class ClientConnection(ConnectionBase):
             return reply
         state = self._state
         code = reply.code
-        if command is None:
-            key: Key = Reply
-        else:
-            kind = type(command)
-            key = BdatLast if kind is Bdat and command.last else kind  # type: ignore[union-attr]
+        key = _outstanding_key(command)
         # The row of TRANSITIONS, looked up here rather than through
         # is_allowed() and next_state(), which would look it up twice.
         outcomes = TRANSITIONS[state].get(key)
@@ -791,14 +787,19 @@ class ClientConnection(ConnectionBase):
             self.authenticated = False
 
 
+def _outstanding_key(item: Outstanding) -> Key:
+    """The state table's key for *item*, awaiting its reply: ``Reply`` for
+    the greeting, ``BdatLast`` for ``BDAT n LAST``, else the event's type."""
+    if item is None:
+        return Reply
+    kind = type(item)
+    return BdatLast if kind is Bdat and item.last else kind  # type: ignore[union-attr]
+
+
 def _project(state: State, item: Outstanding) -> State:
     """The state after *item*, sent in *state*, if it gets the reply hoped
     for; a command out of sequence there leaves the state alone."""
-    if item is None:
-        key: Key = Reply
-    else:
-        kind = type(item)
-        key = BdatLast if kind is Bdat and item.last else kind  # type: ignore[union-attr]
+    key = _outstanding_key(item)
     outcomes = TRANSITIONS[state].get(key)
     if outcomes is None:
         return state
