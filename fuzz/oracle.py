@@ -224,7 +224,45 @@ def _checked_tls_established(conn: ServerConnection | ClientConnection, eof: boo
     _require(conn.state is State.GREETED and conn.tls, "TLS did not restart the session")
 
 
-class CheckedServer:
+class _Checked:
+    """What both checked wrappers share: the bytes received, EOF, the error
+    that ended the session, feeding input and the switch to TLS."""
+
+    def __init__(self, conn: ServerConnection | ClientConnection) -> None:
+        self._conn = conn
+        #: Every octet received, in order.
+        self.stream = bytearray()
+        #: True once EOF (``b""``) was received.
+        self.eof = False
+        #: The RemoteProtocolError that ended the session, if any.
+        self.error: RemoteProtocolError | None = None
+
+    def receive(self, data: bytes) -> None:
+        """Feed *data* (``b""``: EOF) to the connection."""
+        if self.eof:
+            if data:
+                try:
+                    self._conn.receive_data(data)
+                except LocalProtocolError:
+                    return  # documented: no data after EOF
+                raise InvariantViolation("receive_data() took data after EOF")
+            return
+        if not data:
+            self.eof = True
+        self.stream += data
+        self._conn.receive_data(data)
+
+    def _tls_established(self, after: str) -> None:
+        """Tell the core the TLS handshake after *after* completed, checked;
+        a remote error ends the session."""
+        try:
+            _checked_tls_established(self._conn, self.eof, after)
+        except RemoteProtocolError as exc:
+            self.error = exc
+            raise
+
+
+class CheckedServer(_Checked):
     """A ``ServerConnection`` whose every call is checked.
 
     Use :meth:`receive`, :meth:`next_event`, :meth:`send` and
@@ -234,14 +272,9 @@ class CheckedServer:
     """
 
     def __init__(self, server: ServerConnection) -> None:
+        super().__init__(server)
         self.server = server
         self.config = server.config
-        #: Every octet received, in order.
-        self.stream = bytearray()
-        #: True once EOF (``b""``) was received.
-        self.eof = False
-        #: The RemoteProtocolError that ended the session, if any.
-        self.error: RemoteProtocolError | None = None
         #: True once the one reply allowed after the error was sent.
         self.error_answered = False
         #: Every event handed out, in order.
@@ -280,21 +313,6 @@ class CheckedServer:
         return max(self.config.max_command_line + extra, self.config.max_auth_line + 40)
 
     # -- receiving ---------------------------------------------------------
-
-    def receive(self, data: bytes) -> None:
-        """Feed *data* (``b""``: EOF) to the server."""
-        if self.eof:
-            if data:
-                try:
-                    self.server.receive_data(data)
-                except LocalProtocolError:
-                    return  # documented: no data after EOF
-                raise InvariantViolation("receive_data() took data after EOF")
-            return
-        if not data:
-            self.eof = True
-        self.stream += data
-        self.server.receive_data(data)
 
     def next_event(self) -> Event | Sentinel:
         """The server's next event, checked; raises what the core raises."""
@@ -554,11 +572,7 @@ class CheckedServer:
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake completed, checked."""
-        try:
-            _checked_tls_established(self.server, self.eof, "STARTTLS")
-        except RemoteProtocolError as exc:
-            self.error = exc
-            raise
+        self._tls_established("STARTTLS")
 
     def check_after_error(self) -> None:
         """After a RemoteProtocolError: no event ever again, only the error
@@ -602,19 +616,14 @@ class CheckedServer:
 # -- the client --------------------------------------------------------------
 
 
-class CheckedClient:
+class CheckedClient(_Checked):
     """A ``ClientConnection`` whose every call is checked, with its own model
     of the commands outstanding."""
 
     def __init__(self, client: ClientConnection) -> None:
+        super().__init__(client)
         self.client = client
         self.config = client.config
-        #: Every octet received, in order.
-        self.stream = bytearray()
-        #: True once EOF (``b""``) was received.
-        self.eof = False
-        #: The RemoteProtocolError that ended the session, if any.
-        self.error: RemoteProtocolError | None = None
         #: Every reply received, with the command it answered.
         self.replies: list[tuple[Outstanding, Reply]] = []
         #: Every octet sent, in order.
@@ -711,29 +720,10 @@ class CheckedClient:
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake completed, checked."""
-        try:
-            _checked_tls_established(self.client, self.eof, "the 220")
-        except RemoteProtocolError as exc:
-            self.error = exc
-            raise
+        self._tls_established("the 220")
         _require(not self.client.capabilities.keywords, "capabilities survived STARTTLS")
 
     # -- receiving -----------------------------------------------------------
-
-    def receive(self, data: bytes) -> None:
-        """Feed *data* (``b""``: EOF) to the client."""
-        if self.eof:
-            if data:
-                try:
-                    self.client.receive_data(data)
-                except LocalProtocolError:
-                    return
-                raise InvariantViolation("receive_data() took data after EOF")
-            return
-        if not data:
-            self.eof = True
-        self.stream += data
-        self.client.receive_data(data)
 
     def next_event(self) -> Event | Sentinel:
         """The client's next event, checked; raises what the core raises."""
