@@ -96,7 +96,7 @@ class _Stream(asyncio.BufferedProtocol):
     __slots__ = (
         "transport", "ssl_context", "server_side", "handler", "deadline", "action",
         "_on_connect", "_on_done", "_loop", "_buffer", "_eof", "_stopping", "_paused",
-        "_lost", "_error", "_read_deadline", "_waiter", "_wait_until", "_timer", "_timer_at",
+        "_lost", "_error", "_read_deadline", "_waiter", "_wait_until", "_timer",
         "_flow", "_parked", "_task", "_stepping", "_closed",
     )
 
@@ -127,9 +127,8 @@ class _Stream(asyncio.BufferedProtocol):
         # A task's wait (a paused write, the close) and the time it ends.
         self._waiter: asyncio.Future[None] | None = None
         self._wait_until: float | None = None
-        # The timer watching the parked read or the wait, and its time.
+        # The timer watching the parked read or the wait.
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         # The flow being run, the Receive it is parked at, and the task
         # doing an action that must wait.
         self._flow: Flow[Any] | None = None
@@ -219,10 +218,9 @@ class _Stream(asyncio.BufferedProtocol):
     def _arm(self, until: float) -> None:
         timer = self._timer
         if timer is not None:
-            if self._timer_at <= until:
+            if timer.when() <= until:
                 return  # it fires first and re-arms itself for *until*
             timer.cancel()
-        self._timer_at = until
         self._timer = self._loop.call_at(until, self._on_timer, context=_TIMER_CONTEXT)
 
     # -- running a flow ------------------------------------------------------------
