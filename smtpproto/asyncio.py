@@ -15,7 +15,9 @@ work (the tests run them).
 from __future__ import annotations
 
 import asyncio
+from asyncio import selector_events
 import contextvars
+import errno
 import inspect
 import logging
 import socket
@@ -103,6 +105,7 @@ class _Stream(asyncio.BufferedProtocol):
     def __init__(
         self,
         on_connect: Callable[[_Stream], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._on_connect = on_connect
         self.transport: asyncio.Transport | None = None
@@ -118,7 +121,7 @@ class _Stream(asyncio.BufferedProtocol):
         # Called with this stream and the flow's outcome (result,
         # exception) when the flow ends.
         self._on_done: Callable[[_Stream, Any, BaseException | None], None] | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop() if loop is None else loop
         self._buffer = _EMPTY
         self._eof = self._stopping = self._paused = self._lost = self._stepping = False
         self._error: Exception | None = None
@@ -620,6 +623,83 @@ class AsyncSMTPClient:
         await self.quit()
 
 
+# accept() failures that mean "out of a resource for now": stop accepting
+# for a while rather than spin (as asyncio's own accept loop does).
+_ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_ACCEPT_PAUSE = 1.0
+# Most connections taken per readiness of the listening socket.
+_ACCEPT_BATCH = 128
+
+
+class _Acceptor:
+    """Accepts a listening socket's connections and hands each to a
+    transport at once.
+
+    asyncio's own accept path runs a task per connection (create the
+    transport, await its readiness), about a tenth of the server's CPU when
+    every message comes on a new connection.  On the standard library's
+    selector loops this reader makes the same transport directly, through
+    the loop's transport factory; other loops (uvloop, whose accept path is
+    native, and the proactor) keep asyncio's.  It reads a duplicate of the
+    listening socket, closed with :meth:`close`; the server closes its own.
+    """
+
+    __slots__ = ("_loop", "_sock", "_factory", "_timer")
+
+    @staticmethod
+    def usable(loop: asyncio.AbstractEventLoop) -> bool:
+        return isinstance(loop, selector_events.BaseSelectorEventLoop) and hasattr(
+            loop, "_make_socket_transport"
+        )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: Any,
+        factory: Callable[[], _Stream],
+        backlog: int,
+    ) -> None:
+        self._loop = loop
+        self._sock: socket.socket = listener.dup()
+        self._sock.setblocking(False)
+        self._sock.listen(backlog)  # as asyncio does when it starts serving
+        self._factory = factory
+        self._timer: asyncio.TimerHandle | None = None
+        loop.add_reader(self._sock.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        make = self._loop._make_socket_transport  # type: ignore[attr-defined]
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the peer gave up before we took it
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_PAUSE_ERRNOS:
+                    raise
+                log.error("smtpproto: accept() failed (%s); pausing for %s s", exc, _ACCEPT_PAUSE)
+                self._loop.remove_reader(self._sock.fileno())
+                self._timer = self._loop.call_later(_ACCEPT_PAUSE, self._resume)
+                return
+            conn.setblocking(False)
+            make(conn, self._factory(), extra={"peername": peer})
+
+    def _resume(self) -> None:
+        self._timer = None
+        self._loop.add_reader(self._sock.fileno(), self._ready)
+
+    def close(self) -> None:
+        """Stop accepting (the connections taken live on)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        elif self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
 class AsyncSMTPServer:
     """An asyncio SMTP server: each connection a protocol that runs its
     session from the transport's callbacks (no task per connection).
@@ -664,6 +744,7 @@ class AsyncSMTPServer:
         self.unix_path = unix_path
         self.session_timeout = session_timeout
         self._server: asyncio.Server | None = None
+        self._acceptors: list[_Acceptor] = []
         self._sessions: dict[_Stream, ServerSession] = {}
         # Done when the last session has ended after shutdown() began.
         self._drained: asyncio.Future[None] | None = None
@@ -681,14 +762,23 @@ class AsyncSMTPServer:
         accepted = self._accepted  # one bound method for every connection
 
         def factory() -> _Stream:
-            return _Stream(accepted)
+            return _Stream(accepted, loop)
 
+        # On the standard library's selector loops a cleartext server
+        # accepts by itself (see _Acceptor); asyncio then only binds.
+        direct = not self.implicit_tls and _Acceptor.usable(loop)
+        if direct:
+            kwargs["start_serving"] = False
         if self.sock is not None:
             self._server = await loop.create_server(factory, sock=self.sock, **kwargs)
         elif self.unix_path is not None:
             self._server = await loop.create_unix_server(factory, self.unix_path, **kwargs)
         else:
             self._server = await loop.create_server(factory, self.host, self.port, **kwargs)
+        if direct:
+            self._acceptors = [
+                _Acceptor(loop, listener, factory, kwargs["backlog"]) for listener in self._server.sockets
+            ]
 
     @property
     def address(self) -> Any:
@@ -770,6 +860,9 @@ class AsyncSMTPServer:
         most *timeout* seconds, then they are ended where they stand; the
         handler's disconnect hook is still called for each)."""
         self._stopping = True
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors = []
         if self._server is not None:
             self._server.close()
         if self._sessions:

@@ -708,6 +708,71 @@ def test_listening_socket_given_by_the_caller() -> None:
     assert len(store.messages) == 1 and listener.fileno() == -1
 
 
+# -- accepting connections -------------------------------------------------------------
+
+
+def test_selector_loop_accepts_without_asyncio_server_tasks() -> None:
+    # On the standard library's loop a cleartext server takes connections
+    # itself (no task per connection); TLS from the first byte keeps
+    # asyncio's accept path, whose handshake it needs.
+    async def main() -> tuple[int, int, Any]:
+        async with AsyncSMTPServer() as plain, AsyncSMTPServer(
+            ssl_context=certs.server_context(), implicit_tls=True
+        ) as tls:
+            counts = len(plain._acceptors), len(tls._acceptors)
+            before = len(asyncio.all_tasks())
+            await send(plain.address, tls=TLSMode.NEVER)
+            assert len(asyncio.all_tasks()) == before
+            return (*counts, plain.address)
+
+    direct, via_asyncio, address = run(main)
+    assert (direct, via_asyncio) == (1, 0)
+    # The acceptor's duplicate of the listening socket is closed too: the
+    # port no longer takes connections.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5).close()
+
+
+def test_accept_pauses_while_out_of_file_descriptors(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # accept() failing with EMFILE stops accepting for a while instead of
+    # spinning on a listening socket that stays readable; the connection
+    # waits in the backlog and is served once descriptors are free again.
+    import resource
+
+    import smtpproto.asyncio as adapter
+
+    monkeypatch.setattr(adapter, "_ACCEPT_PAUSE", 0.3)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        async with AsyncSMTPServer() as server:
+            client = socket.socket()
+            client.setblocking(False)
+            # The client took the lowest free descriptor, so none is free
+            # below this limit: the server's accept() has no descriptor.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (client.fileno() + 1, hard))
+            try:
+                await loop.sock_connect(client, server.address)
+                await asyncio.sleep(0.1)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            greeting = await loop.sock_recv(client, 1024)
+            await loop.sock_sendall(client, b"QUIT\r\n")
+            while await loop.sock_recv(client, 1024):
+                pass
+            client.close()
+            return greeting
+
+    with caplog.at_level(logging.ERROR, logger="smtpproto"):
+        greeting = run(main)
+    assert greeting.startswith(b"220 ")
+    failures = [r.getMessage() for r in caplog.records if "accept() failed" in r.getMessage()]
+    assert len(failures) == 1 and "Too many open files" in failures[0]
+
+
 # -- against the other adapter and the standard library ---------------------------------
 
 
