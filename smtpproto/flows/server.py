@@ -48,10 +48,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from .. import _replies as R
 from .._connection import NEED_DATA, PAUSED
@@ -78,204 +78,14 @@ from .._server import ServerConnection, _default_config
 from .._server_config import ServerConfig
 from .._state import State
 from ._actions import Call, Close, Flow, Receive, Send, Shutdown, StartTLS
+from ._handler import Envelope, Handler, Reject, Session
 
 __all__ = ["Session", "Envelope", "Handler", "Reject", "ServerTimeouts", "ServerSession"]
-
-T = TypeVar("T")
-#: What a hook returns: its value, or (in the async adapters) an awaitable of it.
-Maybe: TypeAlias = T | Awaitable[T]
 
 log = logging.getLogger("smtpproto")
 
 LOCAL_ERROR = R.rejection(451, "4.3.0", "Local error in processing, try again later")
 TIMED_OUT = R.rejection(421, "4.4.2", "Timeout, closing connection")
-
-
-class Session:
-    """What a handler knows about the connection it serves."""
-
-    __slots__ = {
-        "peer": "The peer's address as the adapter gave it (or the PROXY/XCLIENT one).",
-        "tls": "True once the connection is encrypted.",
-        "auth_identity": "The authenticated identity, once AUTH succeeded.",
-        "auth_mechanism": (
-            'The SASL mechanism (upper case, e.g. ``"PLAIN"``) of the AUTH exchange '
-            "that succeeded with 235 (RFC 4954 §4), or None.  Like the identity, "
-            "forgotten after STARTTLS (RFC 3207 §4.2)."
-        ),
-        "ehlo_name": "The name given in EHLO/HELO/LHLO.",
-        "proxy": "The PROXY protocol header, when one was read.",
-        "_data": "",
-    }
-
-    def __init__(
-        self,
-        peer: Any = None,
-        tls: bool = False,
-        auth_identity: str | None = None,
-        auth_mechanism: str | None = None,
-        ehlo_name: str | None = None,
-        proxy: ProxyHeader | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        self.peer = peer
-        self.tls = tls
-        self.auth_identity = auth_identity
-        self.auth_mechanism = auth_mechanism
-        self.ehlo_name = ehlo_name
-        self.proxy = proxy
-        # Made on first use: most sessions never touch it.
-        self._data = data
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """Free room for the application's own per-connection state."""
-        data = self._data
-        if data is None:
-            data = self._data = {}
-        return data
-
-    @data.setter
-    def data(self, value: dict[str, Any]) -> None:
-        self._data = value
-
-    def _fields(self) -> tuple[Any, ...]:
-        return (
-            self.peer,
-            self.tls,
-            self.auth_identity,
-            self.auth_mechanism,
-            self.ehlo_name,
-            self.proxy,
-            self._data or {},
-        )
-
-    def __eq__(self, other: object) -> bool:
-        # As a dataclass compares: same class, equal fields.
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Session)
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # unhashable, like a dataclass with eq
-
-    def __repr__(self) -> str:
-        names = ("peer", "tls", "auth_identity", "auth_mechanism", "ehlo_name", "proxy", "data")
-        shown = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._fields()))
-        return f"Session({shown})"
-
-
-@dataclass(slots=True)
-class Envelope:
-    """One mail transaction as the server received it."""
-
-    #: The MAIL command (reverse-path and parameters).
-    mail: Mail
-    #: The accepted RCPT commands, in order.
-    recipients: list[Rcpt]
-    #: The content as received (unstuffed; line ends as sent), or None for
-    #: a streaming handler, which got it through ``message_data``.
-    content: bytes | None = None
-    #: True when the content came in BDAT chunks (RFC 3030 §2), False
-    #: when it came after DATA (RFC 5321 §4.1.1.4).
-    chunked: bool = False
-    #: True when at least one command of the transaction (MAIL, RCPT,
-    #: DATA or BDAT) had been received before the reply to the command
-    #: ahead of it was sent: the client did not wait for that reply (RFC
-    #: 2920 §3.1).  This is what the server observed: commands a client
-    #: sends without waiting but that arrive in separate reads, each
-    #: after the previous reply went out, look unpipelined.
-    pipelined: bool = False
-
-    @property
-    def smtputf8(self) -> bool:
-        """True when MAIL carried the SMTPUTF8 parameter (RFC 6531 §3.4)."""
-        return "SMTPUTF8" in self.mail.parameters
-
-    @property
-    def sender(self) -> str:
-        """The reverse-path (``""`` for ``<>``)."""
-        return self.mail.reverse_path
-
-    @property
-    def recipient_addresses(self) -> list[str]:
-        """The forward-paths of the accepted recipients."""
-        return [rcpt.forward_path for rcpt in self.recipients]
-
-
-class Reject(Exception):
-    """Raise from a hook to answer with *reply*."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(f"{reply.code} {reply.message}")
-        #: The reply to send.
-        self.reply = reply
-
-
-class Handler:
-    """The application side of a server.  Override the hooks you need;
-    each gets the :class:`Session` and may return a :class:`Reply`, None
-    for the usual reply, or raise :class:`Reject`.  In the async adapters a
-    hook may be a coroutine function.
-
-    The defaults accept every sender and recipient, accept and drop
-    messages, answer VRFY with 252, and refuse every AUTH (AUTH is not
-    offered unless :meth:`auth` is overridden).
-    """
-
-    #: Hand the content to :meth:`message_data` in chunks as it arrives,
-    #: instead of whole to :meth:`message`.
-    streaming: bool = False
-
-    def connect(self, session: Session) -> Maybe[Reply | None]:
-        """A client connected; return a greeting (554 refuses the session)."""
-        return None
-
-    def ehlo(self, session: Session, name: str) -> Maybe[Reply | None]:
-        """EHLO, HELO or LHLO with the client's *name*."""
-        return None
-
-    def mail(self, session: Session, mail: Mail) -> Maybe[Reply | None]:
-        """MAIL FROM, already checked against the grammar and extensions."""
-        return None
-
-    def rcpt(self, session: Session, rcpt: Rcpt) -> Maybe[Reply | None]:
-        """RCPT TO, already checked against the grammar and extensions."""
-        return None
-
-    def message_data(self, session: Session, chunk: bytes) -> Maybe[Reply | None]:
-        """A chunk of content (streaming handlers only).  Raising (``Reject``
-        or any exception) or returning a 4xx/5xx reply refuses the message:
-        the rest of its content skips this hook, :meth:`message` is not
-        called, and the end of data is answered with the refusal (451 4.3.0
-        for an exception)."""
-
-    def message(
-        self, session: Session, envelope: Envelope
-    ) -> Maybe[Reply | Sequence[Reply] | None]:
-        """The message is complete.  Return its reply; an LMTP server may
-        return one reply per recipient, in order."""
-        return None
-
-    def auth(self, session: Session, request: object) -> object:
-        """Answer a SASL verification request (``smtpproto.sasl``
-        ``CheckPassword`` -> bool, ``LookupPassword`` -> str or None,
-        ``LookupScram`` -> ``ScramCredentials`` or None, ``CheckToken`` ->
-        bool).  The default refuses everybody."""
-        return None
-
-    def vrfy(self, session: Session, text: str) -> Maybe[Reply | None]:
-        """VRFY *text*; the default is 252 (RFC 5321 §3.5.3)."""
-        return None
-
-    def rset(self, session: Session) -> Maybe[None]:
-        """The transaction was reset (RSET)."""
-
-    def quit(self, session: Session) -> Maybe[None]:
-        """The client said QUIT."""
-
-    def disconnect(self, session: Session) -> Maybe[None]:
-        """The connection is over (always called last)."""
 
 
 @dataclass(frozen=True, kw_only=True)
