@@ -63,7 +63,6 @@ from .._events import (
     Data,
     Ehlo,
     EndOfMessage,
-    Event,
     Helo,
     Mail,
     MessageData,
