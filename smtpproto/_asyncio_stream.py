@@ -89,7 +89,7 @@ class _Stream(asyncio.BufferedProtocol):
 
     __slots__ = (
         "transport", "ssl_context", "server_side", "handler", "deadline", "action",
-        "_on_connect", "_on_done", "_loop", "_buffer", "_eof", "_stopping", "_paused",
+        "_on_connect", "_on_done", "_loop", "_buffer", "_scratch", "_eof", "_stopping", "_paused",
         "_lost", "_error", "_read_deadline", "_waiter", "_wait_until", "_timer",
         "_flow", "_parked", "_task", "_stepping", "_closed",
     )
@@ -115,6 +115,9 @@ class _Stream(asyncio.BufferedProtocol):
         self._on_done: Callable[[_Stream, Any, BaseException | None], None] | None = None
         self._loop = asyncio.get_running_loop() if loop is None else loop
         self._buffer = _EMPTY
+        # This thread's scratch buffer (the loop's thread: a protocol is
+        # made and used there).
+        self._scratch = _scratch()
         self._eof = self._stopping = self._paused = self._lost = self._stepping = False
         self._error: Exception | None = None
         # The loop time at which the command being read times out.
@@ -142,13 +145,13 @@ class _Stream(asyncio.BufferedProtocol):
             self._on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _scratch()
+        return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._buffer:
-            self._buffer += _scratch()[:nbytes]
+            self._buffer += self._scratch[:nbytes]
         else:
-            self._buffer = bytearray(_scratch()[:nbytes])
+            self._buffer = bytearray(self._scratch[:nbytes])
         if len(self._buffer) >= _READ_LIMIT and self.transport is not None:
             self.transport.pause_reading()
         self._wake()
@@ -360,9 +363,14 @@ class _Stream(asyncio.BufferedProtocol):
         armed for its deadline)."""
         if self._stopping:
             raise Shutdown()
-        now = self._loop.time()
-        if self.deadline is not None and now >= self.deadline:
-            raise TimeoutError("the session lasted too long")
+        # The clock is read only when a deadline needs it: bytes that are
+        # already here are the command's whatever its own deadline says.
+        cap = self.deadline
+        now = None
+        if cap is not None:
+            now = self._loop.time()
+            if now >= cap:
+                raise TimeoutError("the session lasted too long")
         if self._buffer:
             return self._consume(size)
         if self._eof:
@@ -370,9 +378,11 @@ class _Stream(asyncio.BufferedProtocol):
                 raise self._error
             return b""
         deadline = self._read_deadline
-        if self.deadline is not None:
-            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        if cap is not None:
+            deadline = cap if deadline is None else min(deadline, cap)
         if deadline is not None:
+            if now is None:
+                now = self._loop.time()
             if now >= deadline:
                 raise TimeoutError("no input within the timeout")
             self._arm(deadline)

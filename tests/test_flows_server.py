@@ -30,6 +30,7 @@ from smtpproto.flows import (
     prepare,
     run_sync,
 )
+from smtpproto.flows._handler import HOOKS, overridden_hooks
 from smtpproto.sync import ServerThread
 
 MESSAGE = b"Subject: test\r\n\r\nHello.\r\n"
@@ -614,8 +615,16 @@ def test_bad_or_missing_proxy_header() -> None:
 # -- the flow's own actions ------------------------------------------------------------------
 
 
+class Greeter(Handler):
+    def connect(self, session: Session) -> Reply | None:
+        return None
+
+    def disconnect(self, session: Session) -> None:
+        pass
+
+
 def test_actions_of_a_session() -> None:
-    flow = ServerSession(Handler()).run()
+    flow = ServerSession(Greeter()).run()
     assert flow.send(None) == Call("connect", (flow.gi_frame.f_locals["self"].session,))
     assert flow.send(None) == Send(b"220 localhost ESMTP smtpproto\r\n", 300.0)
     assert flow.send(None) == Receive(300.0)
@@ -623,6 +632,48 @@ def test_actions_of_a_session() -> None:
     assert flow.send(None) == Close()
     with pytest.raises(StopIteration):
         flow.send(None)
+
+
+def test_hooks_left_as_handler_has_them_are_not_called() -> None:
+    # Handler's own hooks do nothing and return None: the flow makes no
+    # Call for them, and the replies are the same as when they are called.
+    def actions(handler: Handler) -> tuple[list[str], bytes]:
+        flow = ServerSession(handler).run()
+        hooks: list[str] = []
+        wire = b""
+        inputs = [
+            b"EHLO c\r\n", b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n",
+            b"DATA\r\n", b"hi\r\n.\r\n", b"VRFY b\r\n", b"RSET\r\n", b"QUIT\r\n", b"",
+        ]
+        action = flow.send(None)
+        while not isinstance(action, Close):
+            if isinstance(action, Call):
+                hooks.append(action.hook)
+                action = flow.send(getattr(handler, action.hook)(*action.args))
+            elif isinstance(action, Send):
+                wire += action.data
+                action = flow.send(None)
+            else:
+                assert isinstance(action, Receive)
+                action = flow.send(inputs.pop(0))
+        return hooks, wire
+
+    class Everything(Handler):
+        pass
+
+    every = sorted(HOOKS - {"auth", "message_data"})
+    for name in every:
+        setattr(Everything, name, lambda self, *args: None)
+    plain_hooks, plain_wire = actions(Handler())
+    all_hooks, all_wire = actions(Everything())
+    assert plain_hooks == [] and plain_wire == all_wire
+    assert sorted(set(all_hooks)) == every
+    # An instance's own attribute counts as an override too.
+    handler = Handler()
+    seen: list[str] = []
+    handler.mail = lambda session, mail: seen.append(mail.reverse_path)  # type: ignore[method-assign]
+    assert actions(handler)[0] == ["mail"] and seen == ["a@x.example"]
+    assert overridden_hooks(Greeter()) == {"connect", "disconnect"}
 
 
 def test_run_sync_drives_a_server_flow() -> None:

@@ -15,6 +15,7 @@
 # and refuse every AUTH, which is then not offered.
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -22,7 +23,7 @@ from typing import Any, TypeAlias, TypeVar
 from .._esmtp_events import ProxyHeader
 from .._events import Mail, Rcpt, Reply
 
-__all__ = ["Session", "Envelope", "Handler", "Reject", "Maybe"]
+__all__ = ["Session", "Envelope", "Handler", "Reject", "Maybe", "overridden_hooks"]
 
 T = TypeVar("T")
 #: What a hook returns: its value, or (in the async adapters) an awaitable of it.
@@ -158,7 +159,9 @@ class Handler:
 
     The defaults accept every sender and recipient, accept and drop
     messages, answer VRFY with 252, and refuse every AUTH (AUTH is not
-    offered unless :meth:`auth` is overridden).
+    offered unless :meth:`auth` is overridden).  A hook left as it is here
+    is not called at all (the replies are the same); one the subclass
+    defines, or the instance holds as an attribute, is.
     """
 
     #: Hand the content to :meth:`message_data` in chunks as it arrives,
@@ -214,3 +217,28 @@ class Handler:
 
     def disconnect(self, session: Session) -> Maybe[None]:
         """The connection is over (always called last)."""
+
+
+#: The hooks of :class:`Handler`, by name.
+HOOKS = frozenset(
+    ("connect", "ehlo", "mail", "rcpt", "message_data", "message", "auth", "vrfy", "rset", "quit", "disconnect")
+)
+# The hooks each handler class overrides, worked out once per class.
+_OVERRIDDEN: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def overridden_hooks(handler: Handler) -> frozenset[str]:
+    """The names of the hooks *handler* has a function of its own for: its
+    class overrides them, or the instance holds them as attributes.  The
+    server flow calls only those; the others are :class:`Handler`'s own,
+    which return None (the usual reply), so leaving them out changes no
+    reply and saves a round trip through the adapter per command."""
+    cls = type(handler)
+    hooks = _OVERRIDDEN.get(cls)
+    if hooks is None:
+        hooks = frozenset(name for name in HOOKS if getattr(cls, name, None) is not getattr(Handler, name))
+        _OVERRIDDEN[cls] = hooks
+    own = getattr(handler, "__dict__", None)
+    if own and not HOOKS.isdisjoint(own):
+        hooks = hooks | HOOKS.intersection(own)
+    return hooks

@@ -77,7 +77,7 @@ from .._server import ServerConnection, _default_config
 from .._server_config import ServerConfig
 from .._state import State
 from ._actions import Call, Close, Flow, Receive, Send, Shutdown, StartTLS
-from ._handler import Envelope, Handler, Reject, Session
+from ._handler import Envelope, Handler, Reject, Session, overridden_hooks
 
 __all__ = ["Session", "Envelope", "Handler", "Reject", "ServerTimeouts", "ServerSession"]
 
@@ -134,6 +134,7 @@ class ServerSession:
 
     __slots__ = (
         "handler",
+        "_hooks",
         "conn",
         "session",
         "timeouts",
@@ -158,6 +159,8 @@ class ServerSession:
         timeouts: ServerTimeouts | None = None,
     ) -> None:
         self.handler = handler
+        # The hooks worth a Call: Handler's own do nothing (see overridden_hooks).
+        self._hooks = overridden_hooks(handler)
         if config is None:
             config = _default_config()
         if config.auth_mechanisms and not offers_auth(handler):
@@ -216,6 +219,8 @@ class ServerSession:
             self._reply(LOCAL_ERROR)
 
     def _call(self, hook: str, *args: Any) -> Flow[Any]:
+        if hook not in self._hooks:
+            return None
         try:
             return (yield _make_call(hook, (self.session, *args)))
         except Reject as exc:
@@ -287,10 +292,11 @@ class ServerSession:
             yield from self._flush()
         except OSError:
             pass
-        try:
-            yield _make_call("disconnect", (self.session,))
-        except Exception:  # noqa: BLE001
-            log.exception("smtpproto: the disconnect hook failed")
+        if "disconnect" in self._hooks:
+            try:
+                yield _make_call("disconnect", (self.session,))
+            except Exception:  # noqa: BLE001
+                log.exception("smtpproto: the disconnect hook failed")
         yield Close()
 
     def _open(self) -> Flow[bool]:
@@ -400,6 +406,8 @@ def _prepare_chunk(server: ServerSession, event: MessageData) -> Call | None:
     # Streaming handlers only; after a refusal the rest skips the hook.
     if server._refusal is not None:
         return None
+    if "message_data" not in server._hooks:
+        return None
     return _make_call("message_data", (server.session, event.data))
 
 
@@ -409,6 +417,8 @@ def _finish_chunk(server: ServerSession, event: Any, call: Call | None, answer: 
 
 
 def _prepare_hello(server: ServerSession, event: Ehlo | Helo | Lhlo) -> Call | None:
+    if "ehlo" not in server._hooks:
+        return None
     return _make_call("ehlo", (server.session, event.domain))
 
 
@@ -421,11 +431,15 @@ def _prepare_mail(server: ServerSession, event: Mail) -> Call | None:
     _new_transaction(server)
     server._pipelined = server._early
     server._chunked = False
+    if "mail" not in server._hooks:
+        return None
     return _make_call("mail", (server.session, event))
 
 
 def _prepare_rcpt(server: ServerSession, event: Rcpt) -> Call | None:
     server._pipelined |= server._early
+    if "rcpt" not in server._hooks:
+        return None
     return _make_call("rcpt", (server.session, event))
 
 
@@ -459,15 +473,21 @@ def _finish_auth(server: ServerSession, event: Any, call: Call | None, answer: A
 
 
 def _prepare_vrfy(server: ServerSession, event: Vrfy) -> Call | None:
+    if "vrfy" not in server._hooks:
+        return None
     return _make_call("vrfy", (server.session, event.text))
 
 
 def _prepare_rset(server: ServerSession, event: Rset) -> Call | None:
     _new_transaction(server)
+    if "rset" not in server._hooks:
+        return None
     return _make_call("rset", (server.session,))
 
 
 def _prepare_quit(server: ServerSession, event: Quit) -> Call | None:
+    if "quit" not in server._hooks:
+        return None
     return _make_call("quit", (server.session,))
 
 
@@ -493,8 +513,8 @@ def _prepare_end(server: ServerSession, event: EndOfMessage) -> Call | None:
     mail = conn.mail
     assert mail is not None
     chunks, server._chunks = server._chunks, None
-    if server._refusal is not None:
-        return None  # the streaming hook refused the message
+    if server._refusal is not None or "message" not in server._hooks:
+        return None  # the streaming hook refused the message, or nobody asks
     envelope = Envelope(
         mail=mail,
         recipients=list(conn.recipients),
