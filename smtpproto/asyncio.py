@@ -4,7 +4,7 @@ The adapter is a loop that performs the actions of a flow
 (:mod:`smtpproto.flows`) on a connection: send, receive with a timeout,
 switch to TLS, call (and await) the handler, close.  There is no protocol
 logic here.  The connection is a small :class:`asyncio.BufferedProtocol`
-(``_asyncio_stream.py``) rather than the streams API so that STARTTLS can
+(``asyncio_stream.py``) rather than the streams API so that STARTTLS can
 refuse to start when cleartext bytes are already waiting behind the command
 (they would otherwise be read as if they had come through TLS, RFC 3207 §6).
 
@@ -26,7 +26,7 @@ from dataclasses import replace
 from email.message import Message
 from typing import Any, TypeVar
 
-from ._asyncio_stream import _CLOSE_WAIT, _TLS_TIMEOUT, _Stream
+from .asyncio_stream import _CLOSE_WAIT, _TLS_TIMEOUT, _Stream
 from ._server_config import ServerConfig
 from .flows.server import adapter_config
 from .flows import (

@@ -1,22 +1,24 @@
-# Theory of operation
-# -------------------
-# One asyncio connection as the performer of a flow's actions (see
-# ``flows/_actions.py``): ``_Stream`` is a small ``asyncio.BufferedProtocol``
-# that the client and the server of ``asyncio.py`` run their flows on.
-# There is no task per connection: arriving bytes resume a flow parked at a
-# ``Receive`` and run it inline until it parks again, so a command costs
-# one trip through the event loop and an idle session holds neither a task
-# nor a coroutine.  Only an action that must wait runs in a short task that
-# ends with it: an awaitable hook, a write paused above the transport's
-# high-water mark, the switch to TLS, a TLS or non-empty close.
-#
-# A Receive's deadline (the command's, kept across the reads of one
-# command, RFC 5321 §4.5.3.2, and the session's cap) is watched by one
-# timer per connection, re-armed lazily.  STARTTLS refuses to start when
-# cleartext bytes already wait behind the command: they would otherwise be
-# read as if they had come through TLS (RFC 3207 §6).  Reads go into one
-# scratch buffer per thread and are copied out at once.  No protocol logic
-# lives here.
+"""The asyncio adapter's connection (internal to :mod:`smtpproto.asyncio`, not API).
+
+One asyncio connection as the performer of a flow's actions (see
+``flows/_actions.py``): ``_Stream`` is a small ``asyncio.BufferedProtocol``
+that the client and the server of ``asyncio.py`` run their flows on.
+There is no task per connection: arriving bytes resume a flow parked at a
+``Receive`` and run it inline until it parks again, so a command costs
+one trip through the event loop and an idle session holds neither a task
+nor a coroutine.  Only an action that must wait runs in a short task that
+ends with it: an awaitable hook, a write paused above the transport's
+high-water mark, the switch to TLS, a TLS or non-empty close.
+
+A Receive's deadline (the command's, kept across the reads of one
+command, RFC 5321 §4.5.3.2, and the session's cap) is watched by one
+timer per connection, re-armed lazily.  STARTTLS refuses to start when
+cleartext bytes already wait behind the command: they would otherwise be
+read as if they had come through TLS (RFC 3207 §6).  Reads go into one
+scratch buffer per thread and are copied out at once.  No protocol logic
+lives here.
+"""
+
 from __future__ import annotations
 
 import asyncio
