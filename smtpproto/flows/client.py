@@ -18,6 +18,13 @@
 #                   the error send() would have raised for it);
 #   quit()          QUIT and close.
 #
+# This module is the conversation: opening, one transaction (or one per
+# group of recipients), closing, and the policy they follow.  The session
+# inherits its plumbing from ``_exchange`` (the write queue, reading and
+# judging replies, the events and the server's offer kept per session);
+# send_many() is ``_batch``; the options and the result are
+# ``_client_options``' (exported here).
+#
 # Policy lives here, protocol rules in the core: the core refuses what the
 # RFCs forbid, and this layer decides what to do about the server's
 # answers.  It never downgrades: TLS required but refused ends the session
@@ -28,12 +35,9 @@
 # pipelined batch is one write, and the content goes out with its final dot
 # in one more: two round trips per message with send() (the content must
 # wait for the 354, RFC 2920 §3.1), one with send_many(), whose writes put
-# the next message's commands behind the dot.  send_many() is written as
-# one generator per group with the reading of replies inline, since it runs
-# once per message and each call saved is CPU saved.  What does not change from one message to the next
-# is worked out once per session: what the server offered (once per EHLO
-# reply), the RCPT events and the checked reverse-paths (events are
-# immutable), so a message costs the core's work and little else.  The
+# the next message's commands behind the dot.  What does not change from
+# one message to the next is worked out once per session (see
+# ``_exchange``), so a message costs the core's work and little else.  The
 # protocol trace goes to the logger ``smtpproto`` at DEBUG, with SASL data
 # and message content left out.
 # A failure that leaves the session unusable closes the connection before
@@ -50,38 +54,23 @@
 # (``SendResult.pipelined``, ``.chunked``, ``.smtputf8``).
 from __future__ import annotations
 
-import enum
 import logging
-import types
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Literal
 
 from .. import sasl
 from .._client import ClientConfig, ClientConnection
-from .._connection import NEED_DATA, Sentinel
-from .._errors import LocalProtocolError, RemoteProtocolError
+from .._errors import LocalProtocolError
 from .._state import State
 from .._esmtp_events import Auth, AuthCancel, AuthResponse, Bdat, EndOfChunk, Lhlo, StartTLS as StartTLSCommand
-from .._events import (
-    Command,
-    ConnectionClosed,
-    Data,
-    Ehlo,
-    EndOfMessage,
-    Event,
-    Helo,
-    Mail,
-    MessageData,
-    Quit,
-    Rcpt,
-    Reply,
-    Rset,
-)
-from ..extensions import Capabilities
+from .._events import Ehlo, Helo, Mail, MessageData, Quit, Rcpt, Reply, Rset
 from ..extensions import dsn as dsn_params
 from . import errors
-from ._actions import Close, Flow, Receive, Send, StartTLS
+from ._actions import Close, Flow, Receive, StartTLS
+from ._batch import send_batch
+from ._client_options import ClientOptions, SendResult, Timeouts, TLSMode
+from ._exchange import _DATA, _END_OF_MESSAGE, _Exchange, _Offer
 from .message import Outgoing
 
 __all__ = ["TLSMode", "Timeouts", "ClientOptions", "SendResult", "ClientSession"]
@@ -89,193 +78,12 @@ __all__ = ["TLSMode", "Timeouts", "ClientOptions", "SendResult", "ClientSession"
 log = logging.getLogger("smtpproto")
 
 
-class TLSMode(enum.Enum):
-    """How the client uses TLS."""
-
-    #: STARTTLS when the server offers it, cleartext otherwise.
-    OPPORTUNISTIC = "opportunistic"
-    #: STARTTLS or nothing: refuse to go on in cleartext (RFC 3207 §4.1).
-    REQUIRED = "required"
-    #: Never start TLS.
-    NEVER = "never"
-    #: TLS from the first byte (RFC 8314, port 465).
-    IMPLICIT = "implicit"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Timeouts:
-    """Seconds to wait for each step (RFC 5321 §4.5.3.2 defaults)."""
-
-    connect: float = 30.0
-    greeting: float = 300.0
-    command: float = 300.0  # EHLO, MAIL, RCPT, RSET, AUTH...
-    data_start: float = 120.0  # the 354 to DATA
-    data_block: float = 180.0  # each write of content
-    data_end: float = 600.0  # the reply after the end of data
-
-    @classmethod
-    def all(cls, seconds: float) -> Timeouts:
-        """Every timeout set to *seconds*."""
-        return cls(
-            connect=seconds,
-            greeting=seconds,
-            command=seconds,
-            data_start=seconds,
-            data_block=seconds,
-            data_end=seconds,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClientOptions:
-    """How a :class:`ClientSession` talks to its server."""
-
-    #: The name given in EHLO/HELO/LHLO.
-    helo_name: str = "localhost"
-    #: TLS policy.
-    tls: TLSMode = TLSMode.OPPORTUNISTIC
-    #: The name the certificate must match (usually the host connected to).
-    server_hostname: str | None = None
-    #: Credentials for AUTH; none means no AUTH.
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-    #: Force one SASL mechanism instead of the strongest common one.
-    mechanism: str | None = None
-    #: Allow PLAIN/LOGIN/bearer tokens without TLS (never by default).
-    allow_plaintext_auth: bool = False
-    #: Pipeline commands when the server offers PIPELINING (RFC 2920).
-    pipelining: bool = True
-    #: Send content with BDAT when the server offers CHUNKING (RFC 3030).
-    chunking: bool = False
-    #: Speak LMTP (RFC 2033).
-    lmtp: bool = False
-    #: Timeouts per step.
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    #: Bounds of the protocol core.
-    config: ClientConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.password is not None and self.token is not None:
-            raise ValueError("give a password or a token, not both")
-        if (self.password is not None or self.token is not None) and self.username is None:
-            raise ValueError("credentials need a username")
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What happened to one message."""
-
-    #: Recipients the server accepted the message for.
-    accepted: tuple[str, ...]
-    #: Refused recipients -> the reply that refused them.
-    refused: dict[str, Reply]
-    #: Every recipient's deciding reply: the RCPT refusal, or the reply after
-    #: the end of data (LMTP: that recipient's own).
-    replies: dict[str, Reply]
-    #: The reply after the end of data (the last one, for LMTP).
-    data_reply: Reply | None
-    #: True when MAIL and the RCPTs (and DATA, when content went by DATA)
-    #: were sent as one batch without waiting for their replies, because
-    #: the server offered PIPELINING (RFC 2920 §3.1); False when each
-    #: command waited for the reply to the one before.
-    pipelined: bool = False
-    #: True when the content went in BDAT chunks (RFC 3030 §2), False when
-    #: it went after DATA (RFC 5321 §4.1.1.4).
-    chunked: bool = False
-    #: True when MAIL carried the SMTPUTF8 parameter (RFC 6531 §3.4).
-    smtputf8: bool = False
-
-
 # Chunks of a BDAT transfer sent before the replies are read (RFC 3030
 # allows pipelining BDAT; the window keeps the server's replies flowing).
 _BDAT_WINDOW = 16
-# Most validated RCPT events (and MAIL reverse-paths) a session keeps for
-# reuse; a session that sends to more forgets them and starts again.
-_EVENT_CACHE = 256
-# Events without fields, made once (they are immutable).
-_DATA = Data()
-_END_OF_MESSAGE = EndOfMessage()
-_RSET = Rset()
-_NO_PARAMS: dict[str, str] = {}
-# The states of a session that can carry no more messages, and those of a
-# transaction that must be reset before the next MAIL (RFC 5321 §4.1.1.5).
-_OVER = frozenset((State.CLOSED, State.ERROR))
-_HALF_OPEN = frozenset((State.MAIL, State.RCPT))
 
 
-def _content_failed() -> errors.SMTPError:
-    """What the messages after one whose content failed get: the session
-    was closed, since its DATA could not be ended without delivering it."""
-    return errors.Disconnected("the session was closed when a message's content failed", step="message")
-
-
-def _ended() -> errors.SMTPError:
-    """What the messages after a 421 get when the message it struck was
-    delivered all the same (its reply came before it)."""
-    return errors.Disconnected("the server ended the session", step="MAIL")
-
-
-@dataclass(slots=True)
-class _Open:
-    """A message of a batch whose DATA got its 354: its content is next."""
-
-    #: Its place in the batch's outcomes.
-    index: int
-    outgoing: Outgoing
-    recipients: list[str]
-    accepted: list[str]
-    refused: dict[str, Reply]
-    smtputf8: bool
-
-
-_new_result = object.__new__
-
-
-def _failed(exc: Exception, step: str) -> errors.SMTPError:
-    """The outcome of a batch's message for which :meth:`ClientSession.send`
-    would have raised *exc*, which is not an :class:`~errors.SMTPError`."""
-    error = errors.SMTPError(f"the message was not sent: {exc!r}", step=step)
-    error.__cause__ = exc
-    return error
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Offer:
-    """What a transaction needs of the server's EHLO reply, read once per
-    reply rather than once per message."""
-
-    caps: Capabilities
-    #: LIMITS RCPTMAX (RFC 9422 §4.1), None when not announced.
-    rcptmax: int | None
-    #: SIZE offered (RFC 1870): MAIL declares the size.
-    size: bool
-    pipelining: bool
-    chunking: bool
-    binarymime: bool
-    eightbitmime: bool
-    smtputf8: bool
-    requiretls: bool
-    dsn: bool
-
-    @classmethod
-    def of(cls, caps: Capabilities) -> _Offer:
-        """Read *caps*."""
-        return cls(
-            caps=caps,
-            rcptmax=caps.limits.get("RCPTMAX"),
-            size=caps.size is not None,
-            pipelining=caps.pipelining,
-            chunking=caps.chunking,
-            binarymime=caps.binarymime,
-            eightbitmime=caps.eightbitmime,
-            smtputf8=caps.smtputf8,
-            requiretls=caps.requiretls,
-            dsn=caps.dsn,
-        )
-
-
-class ClientSession:
+class ClientSession(_Exchange):
     """The client side of one SMTP (or LMTP) connection, as flows.
 
     Each method returns a generator flow that an adapter runs; see
@@ -337,122 +145,6 @@ class ClientSession:
         session did not authenticate.  It stays set after the session
         ends."""
         return self._auth_mechanism
-
-    # -- plumbing ----------------------------------------------------------
-
-    def _queue(self, event: Event) -> None:
-        data = self.conn.send(event)
-        if isinstance(event, Command) and log.isEnabledFor(logging.DEBUG):
-            log.debug("C: %s", _trace(event, data))
-        self._out.append(data)
-        self._out_size += len(data)
-
-    def _put(self, data: bytes) -> None:
-        """Queue content bytes for the next write."""
-        self._out.append(data)
-        self._out_size += len(data)
-
-    def _take_out(self) -> bytes:
-        """Everything queued, as one write: a pipelined batch, or the
-        content with its final dot (RFC 2920 §3.1); one copy to join."""
-        out = self._out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self._out, self._out_size = [], 0
-        return data
-
-    def _flush(self, timeout: float) -> Flow[None]:
-        if self._out:
-            try:
-                yield Send(self._take_out(), timeout)
-            except OSError as exc:
-                raise _send_failure(exc) from None
-
-    def _next_reply(self, step: str) -> Reply | None:
-        """The next reply among the bytes received already, or None when
-        more are needed (no generator: most replies of a pipelined batch
-        arrive in one read)."""
-        try:
-            event = self.conn.next_event()
-        except RemoteProtocolError as exc:
-            raise errors.ProtocolFailure(f"{step}: {exc}", step=step) from None
-        return self._judge(event, step)
-
-    def _judge(self, event: Event | Sentinel, step: str) -> Reply | None:
-        """The reply *event* is (noting a 421 that closed the session), None
-        for ``NEED_DATA``; ``Disconnected`` when the server closed."""
-        if type(event) is Reply:
-            if self._debug:
-                log.debug("S: %s %s", event.code, " / ".join(event.text))
-            if event.code == 421 and self.conn.state is State.CLOSED:
-                self._closing = event
-            return event
-        if isinstance(event, ConnectionClosed):
-            raise errors.Disconnected(f"the server closed the connection during {step}", step=step)
-        assert event is NEED_DATA, event
-        return None
-
-    def _receive(self, timeout: float, step: str) -> Flow[None]:
-        """Send what is queued, then read once and feed the core."""
-        if self._out:  # _flush, without a generator of its own
-            try:
-                yield Send(self._take_out(), timeout)
-            except OSError as exc:
-                raise _send_failure(exc) from None
-        action = self._receives.get(timeout)
-        if action is None:
-            action = self._receives[timeout] = Receive(timeout)
-        try:
-            data = yield action
-        except TimeoutError:
-            raise errors.Timeout(f"no reply to {step} within {timeout} s", step=step) from None
-        except OSError as exc:
-            raise errors.Disconnected(f"connection lost during {step}: {exc}", step=step) from None
-        self.conn.receive_data(data)
-
-    def _reply(self, timeout: float, step: str) -> Flow[Reply]:
-        """The next reply, flushing queued commands first."""
-        while True:
-            reply = self._next_reply(step)
-            if reply is not None:
-                return reply
-            yield from self._receive(timeout, step)
-
-    def _command(self, command: Command, timeout: float, step: str) -> Flow[Reply]:
-        self._queue(command)
-        return (yield from self._reply(timeout, step))
-
-    def _answer(self, command: Command, timeout: float, step: str) -> Flow[Reply]:
-        """Send *command* and return its reply.  Once a 421 ended the
-        session (§3.8) it stands for every reply still due: the server sends
-        no more, and the command is not sent."""
-        if self._closing is not None:
-            return self._closing
-        return (yield from self._command(command, timeout, step))
-
-    def _answers(self, steps: list[tuple[float, str]]) -> Flow[list[Reply]]:
-        """The replies to commands queued already, one per (timeout, step),
-        in order (RFC 2920 §3.1), as :meth:`_answer` gives each."""
-        replies: list[Reply] = []
-        for timeout, step in steps:
-            while True:
-                if self._closing is not None:
-                    replies.append(self._closing)
-                    break
-                reply = self._next_reply(step)
-                if reply is not None:
-                    replies.append(reply)
-                    break
-                yield from self._receive(timeout, step)
-        return replies
-
-    def _offer(self) -> _Offer:
-        """What the flows use of the server's capabilities, read once per
-        EHLO reply (the core replaces ``capabilities`` with each one)."""
-        caps = self.conn.capabilities
-        offer = self._offer_cache
-        if offer is None or offer.caps is not caps:
-            offer = self._offer_cache = _Offer.of(caps)
-        return offer
 
     # -- opening -----------------------------------------------------------
 
@@ -689,37 +381,6 @@ class ClientSession:
             smtputf8=negotiated.smtputf8,
         )
 
-    def _mail(self, sender: str, parameters: dict[str, str | None]) -> Mail:
-        """MAIL for *sender*, its path validated once per session."""
-        if sender not in self._senders:
-            mail = Mail(reverse_path=sender, parameters=parameters)  # validates both
-            if len(self._senders) >= _EVENT_CACHE:
-                self._senders.clear()
-            self._senders.add(sender)
-            return mail
-        last = self._last_mail
-        if last is not None and last.reverse_path == sender and last.parameters == parameters:
-            return last  # the same envelope as the last message: the same event
-        # The path passed the check above for an earlier message; the
-        # parameters are _mail_parameters' own: keywords it spells, values it
-        # formats, or values their extension checked (DSN).  The core checks
-        # them against the server's offer again when MAIL is sent.
-        mail = Mail._trusted(reverse_path=sender, parameters=types.MappingProxyType(parameters))
-        self._last_mail = mail
-        return mail
-
-    def _rcpt(self, path: str, parameters: dict[str, str]) -> Rcpt:
-        """RCPT for *path*: events are immutable, so one validated event
-        serves every message of the session to that recipient."""
-        key = (path, tuple(parameters.items()))
-        rcpt = self._rcpts.get(key)
-        if rcpt is None:
-            rcpt = Rcpt(forward_path=path, parameters=parameters)
-            if len(self._rcpts) >= _EVENT_CACHE:
-                self._rcpts.clear()
-            self._rcpts[key] = rcpt
-        return rcpt
-
     def _transaction(self, outgoing: Outgoing, recipients: list[str]) -> Flow[SendResult]:
         timeouts = self.options.timeouts
         caps = self._offer()
@@ -883,6 +544,15 @@ class ClientSession:
             smtputf8=smtputf8,
         )
 
+    def _drain_pending(self) -> Flow[None]:
+        while self.conn.pending and self._closing is None:
+            yield from self._reply(self.options.timeouts.command, "pipeline")
+
+    def _reset_if_needed(self) -> Flow[None]:
+        yield from self._drain_pending()
+        if self.conn.state in (State.MAIL, State.RCPT, State.BDAT, State.BDAT_FAILED):
+            yield from self._command(Rset(), self.options.timeouts.command, "RSET")
+
     # -- a batch of messages ---------------------------------------------------
 
     def send_many(self, messages: Iterable[Outgoing]) -> Flow[list[SendResult | errors.SMTPError]]:
@@ -925,305 +595,9 @@ class ClientSession:
         is closed first when a message's DATA was accepted and its content
         not yet sent).
         """
-        self._debug = log.isEnabledFor(logging.DEBUG)
-        outcomes: list[SendResult | errors.SMTPError | None] = []
-        ended: errors.SMTPError | None = None
-        current: _Open | None = None  # got its 354; its content is next
-        iterator = iter(messages)
-        while True:
-            try:
-                outgoing = next(iterator)
-            except StopIteration:
-                break
-            except BaseException:
-                if current is not None:
-                    # Its DATA was accepted: closing is the only way out
-                    # that delivers nothing half-told.
-                    yield from self._close()
-                raise
-            index = len(outcomes)
-            outcomes.append(None)
-            if ended is None and self._over():
-                ended = errors.Disconnected("the session is over", step="MAIL")
-            if ended is not None:
-                outcomes[index] = ended
-                continue
-            try:
-                events = self._batch_events(outgoing)
-            except errors.SMTPError as exc:
-                outcomes[index] = exc  # NotSupported: nothing was sent
-                continue
-            except Exception as exc:  # noqa: BLE001 - the message's outcome
-                outcomes[index] = _failed(exc, "MAIL")
-                continue
-            if events is None:
-                ended = yield from self._batch_alone(current, outgoing, outcomes, index)
-                current = None
-            else:
-                current, ended = yield from self._batch_group(current, outgoing, events, outcomes, index)
-        if current is not None:
-            _, ended = yield from self._batch_group(current, None, None, outcomes, -1)
-        if ended is None and not self._over():
-            yield from self._batch_reset()
-        assert all(outcome is not None for outcome in outcomes)
-        return outcomes  # type: ignore[return-value]
-
-    def _over(self) -> bool:
-        """True once the session can carry no more messages."""
-        return self._closed or self.conn.state in _OVER
-
-    def _batch_events(self, outgoing: Outgoing) -> tuple[Mail, list[Rcpt]] | None:
-        """The MAIL and RCPT events of *outgoing* for a pipelined batch, or
-        None when it must be sent on its own (see :meth:`send_many`)."""
-        caps = self._offer()
-        options = self.options
-        recipients = outgoing.recipients
-        if not recipients:
-            raise ValueError("a message needs at least one recipient")
-        if (
-            not (options.pipelining and caps.pipelining)
-            or (options.chunking and caps.chunking)
-            or options.lmtp
-            or (caps.rcptmax is not None and len(recipients) > caps.rcptmax)
-        ):
-            return None
-        mail = self._mail(outgoing.sender, self._mail_parameters(outgoing, caps))
-        notify = outgoing.dsn.notify
-        rcpt_params = dsn_params.rcpt_parameters(notify=notify) if caps.dsn and notify else _NO_PARAMS
-        return mail, [self._rcpt(r, rcpt_params) for r in recipients]
-
-    def _batch_alone(
-        self,
-        current: _Open | None,
-        outgoing: Outgoing,
-        outcomes: list[SendResult | errors.SMTPError | None],
-        index: int,
-    ) -> Flow[errors.SMTPError | None]:
-        """Send *outgoing* with :meth:`send`, after the message whose content
-        is next (*current*) is finished and a half-refused transaction
-        reset; return the error that ended the session, if one did."""
-        ended: errors.SMTPError | None = None
-        if current is not None:
-            _, ended = yield from self._batch_group(current, None, None, outcomes, -1)
-            if ended is not None:
-                outcomes[index] = ended
-                return ended
-        try:
-            yield from self._batch_reset()
-            outcomes[index] = yield from self.send(outgoing)
-        except errors.SMTPError as exc:
-            outcomes[index] = ended = exc
-        except Exception as exc:  # noqa: BLE001 - the message's outcome
-            outcomes[index] = _failed(exc, "message")
-            ended = _content_failed()
-        if not self._over():
-            return None
-        yield from self._close()
-        return ended or _ended()
-
-    def _batch_group(
-        self,
-        current: _Open | None,
-        outgoing: Outgoing | None,
-        events: tuple[Mail, list[Rcpt]] | None,
-        outcomes: list[SendResult | errors.SMTPError | None],
-        index: int,
-    ) -> Flow[tuple[_Open | None, errors.SMTPError | None]]:
-        """One write: the content of *current* (when there is one), RSET
-        when the last transaction was refused half way, then MAIL, RCPT...
-        and DATA of *outgoing* (when there is one); then their replies, in
-        order (RFC 2920 §3.1).  Returns the message whose content is next
-        and the error that ended the session, if one did.
-
-        Written as one generator, without the helpers :meth:`send` uses:
-        it runs once per message, and each call saved is CPU time saved."""
-        conn = self.conn
-        send = conn.send
-        timeouts = self.options.timeouts
-        out = self._out
-        # What each reply of the group answers: (timeout, step), in order.
-        steps: list[tuple[float, str]] = []
-        reset = current is None and events is not None and conn.state in _HALF_OPEN
-        if current is not None:
-            ended: errors.SMTPError | None = None
-            try:
-                if self._debug:
-                    log.debug("C: <message content>")
-                for chunk in current.outgoing.chunks:
-                    data = send(MessageData(data=chunk))
-                    out.append(data)
-                    self._out_size += len(data)
-                    if self._out_size >= 65536:
-                        yield from self._flush(timeouts.data_block)
-                        out = self._out
-                out.append(send(_END_OF_MESSAGE))
-            except errors.SMTPError as exc:  # a write failed
-                outcomes[current.index] = ended = exc
-            except Exception as exc:  # noqa: BLE001 - the message's outcome
-                # As in send(): content cannot be taken back once its 354
-                # came, and the only way out that delivers nothing is to close.
-                outcomes[current.index] = _failed(exc, "message")
-                ended = _content_failed()
-            else:
-                steps.append((timeouts.data_end, "message"))
-            if ended is not None:
-                if outgoing is not None:
-                    outcomes[index] = ended
-                yield from self._close()
-                return None, ended
-        queued = 0  # commands of *outgoing* queued
-        if events is not None:
-            first = len(out)
-            try:
-                if reset:
-                    out.append(send(_RSET))
-                    steps.append((timeouts.command, "RSET"))
-                mail, rcpts = events
-                out.append(send(mail))
-            except LocalProtocolError as exc:
-                # The core refused the MAIL (LIMITS MAILMAX, say) before a
-                # byte of it was queued; what was queued before is read.
-                outcomes[index] = _failed(exc, "MAIL")
-            else:
-                for rcpt in rcpts:
-                    out.append(send(rcpt))
-                out.append(send(_DATA))
-                queued = len(rcpts) + 2
-                steps += self._transaction_steps(len(rcpts))
-            if self._debug:
-                for line in out[first:]:  # commands only: no AUTH, no content
-                    log.debug("C: %s", line.decode("utf-8", "replace").rstrip("\r\n"))
-        replies: list[Reply] = []
-        next_event = conn.next_event
-        try:
-            for timeout, step in steps:
-                while True:
-                    if self._closing is not None:
-                        replies.append(self._closing)  # §3.8: it stands for the rest
-                        break
-                    # _next_reply(), inline for the usual case.
-                    try:
-                        event = next_event()
-                    except RemoteProtocolError as exc:
-                        raise errors.ProtocolFailure(f"{step}: {exc}", step=step) from None
-                    if type(event) is Reply and event.code != 421:
-                        if self._debug:
-                            log.debug("S: %s %s", event.code, " / ".join(event.text))
-                        replies.append(event)
-                        break
-                    if event is NEED_DATA:
-                        yield from self._receive(timeout, step)
-                    else:
-                        reply = self._judge(event, step)  # a 421, or the end
-                        assert reply is not None
-                        replies.append(reply)
-                        break
-        except errors.SMTPError as exc:
-            # Lost, timed out or garbled: this message and every later one
-            # fail, and so does the one before unless its reply came.
-            if current is not None:
-                outcomes[current.index] = self._batch_result(current, replies[0]) if replies else exc
-            if queued:
-                outcomes[index] = exc
-            yield from self._close()
-            return None, exc
-        if current is not None:
-            outcome = outcomes[current.index] = self._batch_result(current, replies[0])
-            if replies[0] is self._closing:
-                # A 421 to the final dot ended the session (§3.8): what it
-                # did to this message, it does to the later ones.
-                ended = outcome if isinstance(outcome, errors.SMTPError) else _ended()
-                if queued:
-                    outcomes[index] = ended
-                yield from self._close()
-                return None, ended
-        if not queued:
-            if self._closed or conn.state in _OVER:  # a 421 to the RSET
-                yield from self._close()
-                return None, _ended()
-            return None, None
-        assert outgoing is not None
-        recipients = outgoing.recipients
-        mail_reply = replies[-queued]
-        data_reply = replies[-1]
-        rcpt_replies = replies[-queued + 1 : -1]
-        error: errors.SMTPError
-        for reply in rcpt_replies:
-            if not 200 <= reply.code < 300:
-                break
-        else:
-            # Every recipient accepted (the usual case): nothing to sort out.
-            if 200 <= mail_reply.code < 300 and data_reply.code == 354:
-                return _Open(index, outgoing, recipients, recipients, {}, "SMTPUTF8" in mail.parameters), None
-        # As _transaction sorts them (a recipient named twice counts once,
-        # by its last reply).
-        answers = dict(zip([rcpt.forward_path for rcpt in rcpts], rcpt_replies))
-        refused = {r: reply for r, reply in answers.items() if not 200 <= reply.code < 300}
-        if not 200 <= mail_reply.code < 300:
-            error = errors.SenderRefused("the sender was refused", mail_reply, step="MAIL")
-        elif len(refused) == len(answers):
-            error = errors.RecipientsRefused(refused)
-        elif data_reply.code != 354:
-            error = errors.DataRefused("DATA was refused", data_reply, step="DATA")
-        else:
-            accepted = [r for r in recipients if r in answers and r not in refused]
-            return _Open(index, outgoing, recipients, accepted, refused, "SMTPUTF8" in mail.parameters), None
-        outcomes[index] = error
-        if self._closed or conn.state in _OVER:
-            yield from self._close()
-            return None, error
-        return None, None
-
-    def _transaction_steps(self, rcpts: int) -> list[tuple[float, str]]:
-        """(timeout, step) of the replies to MAIL, *rcpts* RCPTs and DATA."""
-        steps = self._steps.get(rcpts)
-        if steps is None:
-            timeouts = self.options.timeouts
-            steps = [(timeouts.command, "MAIL")]
-            steps += [(timeouts.command, "RCPT")] * rcpts
-            steps.append((timeouts.data_start, "DATA"))
-            if len(self._steps) < 16:
-                self._steps[rcpts] = steps
-        return steps
-
-    def _batch_result(self, current: _Open, final: Reply) -> SendResult | errors.SMTPError:
-        """The outcome of *current* after the reply to its final dot."""
-        if 200 <= final.code < 300 and not current.refused:
-            # Every recipient accepted, then the message: _result's fast case,
-            # built without the frozen dataclass's field-by-field __init__.
-            result = _new_result(SendResult)
-            result.__dict__.update(
-                accepted=tuple(current.accepted),
-                refused={},
-                replies=dict.fromkeys(current.recipients, final),
-                data_reply=final,
-                pipelined=True,
-                chunked=False,
-                smtputf8=current.smtputf8,
-            )
-            return result
-        result = self._result(
-            current.recipients, current.accepted, dict(current.refused), [final],
-            pipelined=True, chunked=False, smtputf8=current.smtputf8,
-        )
-        if not result.accepted:
-            return errors.MessageRefused("the message was refused", final, step="message")
-        return result
-
-    def _batch_reset(self) -> Flow[None]:
-        """RSET after a transaction refused half way, so that the session
-        is ready for the next message (as :meth:`send` leaves it)."""
-        if self.conn.state in _HALF_OPEN and not self.conn.pending:
-            yield from self._command(_RSET, self.options.timeouts.command, "RSET")
-
-    def _drain_pending(self) -> Flow[None]:
-        while self.conn.pending and self._closing is None:
-            yield from self._reply(self.options.timeouts.command, "pipeline")
-
-    def _reset_if_needed(self) -> Flow[None]:
-        yield from self._drain_pending()
-        if self.conn.state in (State.MAIL, State.RCPT, State.BDAT, State.BDAT_FAILED):
-            yield from self._command(Rset(), self.options.timeouts.command, "RSET")
+        # Not a generator itself: the batch's generator is the flow the
+        # adapter runs, with no layer between it and each action.
+        return send_batch(self, messages)
 
     # -- closing -------------------------------------------------------------
 
@@ -1248,13 +622,6 @@ class ClientSession:
             yield Close()
 
 
-def _send_failure(exc: OSError) -> errors.SMTPError:
-    """The error for a write that failed with *exc*."""
-    if isinstance(exc, TimeoutError):
-        return errors.Timeout("timed out sending", step="send")
-    return errors.Disconnected(f"connection lost while sending: {exc}")
-
-
 def _refusals(exc: errors.SMTPError, group: list[str]) -> dict[str, Reply]:
     """Each recipient of *group* -> the reply that refused it in *exc*."""
     if isinstance(exc, errors.RecipientsRefused):
@@ -1262,10 +629,3 @@ def _refusals(exc: errors.SMTPError, group: list[str]) -> dict[str, Reply]:
     assert isinstance(exc, errors.SMTPReplyError)
     return dict.fromkeys(group, exc.reply)
 
-
-def _trace(event: Command, data: bytes) -> str:
-    """The trace line for *event*, with SASL data redacted (SASL response
-    lines are not commands and are never traced)."""
-    if isinstance(event, Auth):
-        return f"AUTH {event.mechanism}" + ("" if event.initial_response is None else " ****")
-    return data.decode("utf-8", "replace").rstrip("\r\n")
