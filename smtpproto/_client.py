@@ -21,13 +21,9 @@
 # nothing else outstanding.  BDAT content is counted: exactly the declared
 # octets, then ``EndOfChunk`` (or ``EndOfMessage`` after ``LAST``).
 #
-# The caller is checked before any byte is produced: CR, LF and NUL in an
-# argument (attack class 4), parameters of extensions the server did not
-# offer, non-ASCII addresses without SMTPUTF8, 8-bit content without
-# BODY=8BITMIME, PLAIN/LOGIN over cleartext (attack class 8), more RCPTs
-# or MAILs than the server's LIMITS (RFC 9422), command lines over their
-# limit, and content lines over 1000 octets, over DATA and over BDAT alike
-# unless the body is BINARYMIME (RFC 5321 §4.5.3.1.6, RFC 3030 §3).
+# The caller is checked before any byte is produced, against the rules of
+# pipelining, the server's offer and LIMITS, and the line limits
+# (``_client_checks`` says which checks there are, and holds most).
 # A new transaction may be pipelined behind the end of data of the last
 # one, before its reply (RFC 2920 §3.1: "the actual transfer of message
 # content is explicitly allowed to be the first command in a group"): the
@@ -55,21 +51,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _client_checks
 from ._buffer import LINE_TOO_LONG
+from ._client_checks import (
+    BATCH_GOES_ON,
+    address_line,
+    bdat_line_limit,
+    check_8bit,
+    check_data,
+    check_path,
+    check_pipelining,
+    command_name,
+    over_mailmax,
+    over_rcptmax,
+)
 from ._commands import decode_sasl, format_command
 from ._connection import PAUSED, ConnectionBase, Sentinel
-from ._data import DotStuffer, LineLimit
+from ._data import DotStuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._esmtp_events import (
-    Auth,
-    AuthCancel,
-    AuthResponse,
-    Bdat,
-    EndOfChunk,
-    Lhlo,
-    StartTLS,
-    Xclient,
-)
+from ._esmtp_events import Auth, AuthCancel, AuthResponse, Bdat, EndOfChunk, Lhlo, StartTLS, Xclient
 from ._events import (
     Command,
     Data,
@@ -92,27 +92,9 @@ from ._events import (
 from ._replies import ReplyParser
 from ._state import TRANSITIONS, BdatLast, Key, State, expected_digit
 from ._syntax import GrammarError
-from .extensions import Capabilities, owner_of
-from .extensions.eightbitmime import body_type
+from .extensions import Capabilities
 
 __all__ = ["ClientConfig", "ClientConnection"]
-
-# RFC 2920 §3.1: "The EHLO, DATA, VRFY, EXPN, TURN, QUIT, and NOOP commands
-# can only appear as the last command in a group ... since their success or
-# failure produces a change of state which the client SMTP must accommodate."
-# RFC 3207 §4: STARTTLS likewise.  HELP, LHLO, XCLIENT and unmodelled
-# commands are treated the same way, to be safe.
-_END_OF_BATCH = (
-    Ehlo, Helo, Lhlo, Data, Vrfy, Expn, Quit, Noop, Help, StartTLS, Xclient, UnknownCommand,
-    AuthResponse, AuthCancel,
-)
-# RFC 4954 §4: AUTH must end a batch, except "when the AUTH command contains
-# an initial response for a SASL mechanism that allows the client to send
-# data first, the SASL mechanism is known to complete in one round-trip, and
-# a security layer is not negotiated by the client" (PLAIN, EXTERNAL).
-_ONE_ROUND_TRIP = ("PLAIN", "EXTERNAL")
-# Mechanisms that put a reusable secret on the wire (attack class 8).
-_CLEARTEXT_SECRETS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
 
 Outstanding = Command | EndOfMessage | AuthResponse | AuthCancel | None  # None: greeting
 
@@ -183,7 +165,7 @@ class ClientConnection(ConnectionBase):
         self._max_reply_line = self.config.max_reply_line
         # Checked RCPT lines by event id (with the event, so the id stays
         # its own), and the line-limit octets of checked parameters, both
-        # for the capabilities in _lines_caps (see _address_line).
+        # for the capabilities in _lines_caps (see _client_checks.address_line).
         self._lines: dict[int, tuple[Command, bytes]] = {}
         self._param_extra: dict[tuple[bool, str, str | None], int] = {}
         self._lines_caps: Capabilities | None = None
@@ -200,7 +182,7 @@ class ClientConnection(ConnectionBase):
         self._chunk_last = False
         # The line limit on the BDAT content of the current transaction, or
         # None when it has none (BODY=BINARYMIME, or max_line_length None).
-        self._bdat_lines = self._line_limit(None)
+        self._bdat_lines = bdat_line_limit(self, None)
         # True until the first BDAT of a transaction works out _bdat_lines.
         self._bdat_lines_due = False
         #: What the server offered in its last successful EHLO/LHLO reply.
@@ -322,7 +304,7 @@ class ClientConnection(ConnectionBase):
                     f"{self._chunk_left} left"
                 )
             if not chunk.isascii():
-                self._check_8bit()
+                check_8bit(self)
             if self._bdat_lines is not None:
                 self._bdat_lines.check(chunk)
             self._chunk_left -= len(chunk)
@@ -330,7 +312,7 @@ class ClientConnection(ConnectionBase):
         if self._state is not State.DATA or self._pending:
             raise self._not_in_data("MessageData")
         if not chunk.isascii():
-            self._check_8bit()
+            check_8bit(self)
         return self._stuffer.stuff(chunk)
 
     def _send_end(self, event: EndOfMessage | EndOfChunk) -> bytes:
@@ -360,15 +342,6 @@ class ClientConnection(ConnectionBase):
             f"(state {self._state.name}, {len(self._pending)} replies outstanding)"
         )
 
-    def _check_8bit(self) -> None:
-        mail = self._sent_mail
-        body = (mail.parameters.get("BODY") or "").upper() if mail else ""
-        if body not in ("8BITMIME", "BINARYMIME") and not (mail and "SMTPUTF8" in mail.parameters):
-            raise LocalProtocolError(
-                "message content has 8-bit octets but MAIL did not declare BODY=8BITMIME "
-                "(RFC 6152 §3)"
-            )
-
     def _send_sasl(self, event: AuthResponse | AuthCancel) -> bytes:
         if self._state is not State.AUTH or self._pending:
             raise LocalProtocolError(
@@ -394,9 +367,9 @@ class ClientConnection(ConnectionBase):
         if pending and (
             not self._pipelining
             or len(pending) >= self.config.max_pending
-            or type(pending[-1]) not in _BATCH_GOES_ON
+            or type(pending[-1]) not in BATCH_GOES_ON
         ):
-            self._check_pipelining(verb)  # the whole check, and its errors
+            check_pipelining(self, verb)  # the whole check, and its errors
         cached = self._projection  # projected_state(), inline
         if cached is not None and cached[0] is self._state:
             projected = cached[1]
@@ -412,24 +385,24 @@ class ClientConnection(ConnectionBase):
         # message first, inline; the others through the tables.
         if kind is Rcpt:
             if self._rcpts_sent >= self._rcptmax:  # RFC 9422 §4.1
-                raise self._over_rcptmax()
+                raise over_rcptmax(self)
             hit = self._lines.get(id(command))
             if hit is not None and hit[0] is command:
                 line = hit[1]
                 if not command.forward_path.isascii():  # type: ignore[attr-defined]
-                    self._check_path(command)  # type: ignore[arg-type]
+                    check_path(self, command)  # type: ignore[arg-type]
             else:
-                line = self._address_line(command, verb)  # type: ignore[arg-type]
+                line = address_line(self, command, verb)  # type: ignore[arg-type]
             self._rcpts_sent += 1
         elif kind is Mail:
             if self._mails_sent >= self._mailmax:  # RFC 9422 §4.1
-                raise self._over_mailmax()
+                raise over_mailmax(self)
             hit = self._lines.get(id(command))
             # (The path of a MAIL is checked with its own parameters.)
-            line = hit[1] if hit is not None and hit[0] is command else self._address_line(command, verb)  # type: ignore[arg-type]
+            line = hit[1] if hit is not None and hit[0] is command else address_line(self, command, verb)  # type: ignore[arg-type]
             self._record_mail(command)  # type: ignore[arg-type]
         elif kind is Data:
-            self._check_data(command, verb)  # type: ignore[arg-type]
+            check_data(self, command, verb)  # type: ignore[arg-type]
             line = b"DATA\r\n"
         else:
             check = _CHECKS.get(kind)
@@ -456,96 +429,6 @@ class ClientConnection(ConnectionBase):
         self._mailmax = caps.limits.get("MAILMAX", _NO_LIMIT)
         self._rcptmax = caps.limits.get("RCPTMAX", _NO_LIMIT)
 
-    def _address_line(self, command: Mail | Rcpt, verb: str) -> bytes:
-        """The checked line of a MAIL or RCPT.
-
-        Events are immutable, and a sender may send the same RCPT (and
-        MAIL) event message after message, so its line (checked against
-        the server's offer and the length limit) is kept in ``_lines`` per
-        event until the capabilities change (``_send_command`` looks there
-        first).  The non-ASCII check of a RCPT depends on the MAIL of the
-        transaction, so it is made every time.
-        """
-        limit = self.config.max_command_line + self._check_parameters(command)
-        line = _format_address(command)
-        if len(line) > limit:
-            raise LocalProtocolError(f"{verb} command line of {len(line)} octets exceeds {limit}")
-        lines = self._lines
-        if len(lines) >= _LINE_CACHE:
-            lines.clear()
-        lines[id(command)] = (command, line)
-        return line
-
-    def _over_mailmax(self) -> LocalProtocolError:
-        return LocalProtocolError(
-            f"the server's LIMITS MAILMAX={self._mailmax} allows no more MAIL commands"
-        )
-
-    def _over_rcptmax(self) -> LocalProtocolError:
-        return LocalProtocolError(
-            f"the server's LIMITS RCPTMAX={self._rcptmax} allows no more recipients"
-        )
-
-    def _check_data(self, command: Data, verb: str) -> None:
-        mail = self._sent_mail
-        if mail is not None and mail.parameters:
-            body = mail.parameters.get("BODY") or ""
-            if body.upper() == "BINARYMIME":
-                raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT")
-
-    def _check_hello(self, command: Command, verb: str) -> None:
-        if self.config.lmtp:
-            raise LocalProtocolError(f"an LMTP client sends LHLO, not {verb} (RFC 2033 §4.1)")
-
-    def _check_lhlo(self, command: Lhlo, verb: str) -> None:
-        if not self.config.lmtp:
-            raise LocalProtocolError("LHLO is for LMTP clients (ClientConfig(lmtp=True))")
-
-    def _check_starttls(self, command: StartTLS, verb: str) -> None:
-        if self.tls:
-            raise LocalProtocolError("STARTTLS sent on a connection that is already TLS")
-        if not self.capabilities.starttls:
-            raise LocalProtocolError("the server did not offer STARTTLS")
-
-    def _check_bdat(self, command: Bdat, verb: str) -> None:
-        if not self.capabilities.chunking:
-            raise LocalProtocolError("the server did not offer CHUNKING (RFC 3030)")
-
-    def _check_xclient(self, command: Xclient, verb: str) -> None:
-        if "XCLIENT" not in self.capabilities:
-            raise LocalProtocolError("the server did not offer XCLIENT")
-
-    def _line_limit(self, mail: Mail | None) -> LineLimit | None:
-        """The line limit for the BDAT content of *mail*'s transaction.
-
-        RFC 3030 §3: "BINARYMIME ... the restrictions on line length ...
-        do not apply"; any other body keeps the 1000-octet limit of RFC
-        5321 §4.5.3.1.6, as over DATA.
-        """
-        limit = self.config.max_line_length
-        if limit is None or (mail is not None and body_type(mail) == "BINARYMIME"):
-            return None
-        return LineLimit(limit)
-
-    def _check_auth(self, command: Auth) -> None:
-        if self.authenticated:
-            raise LocalProtocolError("already authenticated (RFC 4954 §4: AUTH only once)")
-        offered = self.capabilities.auth_mechanisms
-        if command.mechanism not in offered:
-            raise LocalProtocolError(
-                f"the server did not offer AUTH {command.mechanism} (offered: "
-                f"{' '.join(offered) or 'no AUTH'})"
-            )
-        if (
-            command.mechanism in _CLEARTEXT_SECRETS
-            and not self.tls
-            and not self.config.allow_plaintext_auth
-        ):
-            raise LocalProtocolError(
-                f"AUTH {command.mechanism} would send a secret over cleartext; use STARTTLS "
-                "first or set ClientConfig(allow_plaintext_auth=True)"
-            )
-
     def _record_mail(self, command: Mail) -> None:
         self._sent_mail = command
         self._rcpts_sent = 0
@@ -557,77 +440,10 @@ class ClientConnection(ConnectionBase):
 
     def _record_bdat(self, command: Bdat) -> None:
         if self._bdat_lines_due:
-            self._bdat_lines = self._line_limit(self._sent_mail)
+            self._bdat_lines = bdat_line_limit(self, self._sent_mail)
             self._bdat_lines_due = False
         self._chunk_left = command.size
         self._chunk_last = command.last
-
-    def _check_pipelining(self, verb: str) -> None:
-        if not self._pipelining:
-            raise LocalProtocolError(
-                f"cannot send {verb} while a reply is outstanding: the server did not "
-                "offer PIPELINING (RFC 2920)"
-            )
-        if len(self._pending) >= self.config.max_pending:
-            raise LocalProtocolError(f"more than {self.config.max_pending} commands outstanding")
-        last = self._pending[-1]
-        kind = type(last)
-        ends_batch = (kind in _END_OF_BATCH_TYPES or isinstance(last, _END_OF_BATCH)) or (
-            kind is Auth
-            and (last.initial_response is None or last.mechanism not in _ONE_ROUND_TRIP)  # type: ignore[union-attr]
-        )
-        if ends_batch:
-            raise LocalProtocolError(
-                f"{_name(last)} must end a pipelined batch (RFC 2920 §3.1): wait for its "
-                f"reply before sending {verb}"
-            )
-
-    def _check_parameters(self, command: Mail | Rcpt) -> int:
-        """Check parameters against the server's offer, then the path; return
-        the octets the offered extensions add to the line limit."""
-        extra = 0
-        is_mail = type(command) is Mail
-        known = self._param_extra
-        for name, value in command.parameters.items():
-            key = (is_mail, name, value)
-            found = known.get(key)
-            if found is None:
-                found = self._check_parameter(is_mail, name, value)
-                if len(known) >= _LINE_CACHE:
-                    known.clear()
-                known[key] = found
-            extra += found
-        self._check_path(command)
-        return extra
-
-    def _check_parameter(self, is_mail: bool, name: str, value: str | None) -> int:
-        """Check one parameter against the server's offer; return the octets
-        its extension adds to the line limit."""
-        owner = owner_of(name)
-        if owner is None:
-            return 0  # an extension the core does not model: caller's call
-        for keyword in owner.requirements(name, value):
-            if keyword not in self.capabilities:
-                raise LocalProtocolError(
-                    f"parameter {name} needs the {keyword} extension, "
-                    "which the server did not offer"
-                )
-        try:
-            owner.check_parameter(name, value)
-        except GrammarError as exc:
-            raise LocalProtocolError(str(exc)) from None
-        return owner.mail_line_extra if is_mail else owner.rcpt_line_extra
-
-    def _check_path(self, command: Mail | Rcpt) -> None:
-        """RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL."""
-        path = command.reverse_path if type(command) is Mail else command.forward_path  # type: ignore[union-attr]
-        if path.isascii():
-            return
-        mail = command if type(command) is Mail else self._sent_mail
-        if not (mail and "SMTPUTF8" in mail.parameters):
-            raise LocalProtocolError(
-                f"non-ASCII address {path!r} needs the SMTPUTF8 parameter on MAIL (RFC 6531)"
-            )
 
     # -- receiving -------------------------------------------------------
 
@@ -700,19 +516,19 @@ class ClientConnection(ConnectionBase):
             # they did not (or, for an unknown verb, the table has no row),
             # so this one cannot change the state.
             if 300 <= code < 400:
-                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+                raise RemoteProtocolError(f"unexpected {code} reply to {command_name(command)}")
             new = State.CLOSED if code == 421 else state
         elif code == 421:
             new = State.CLOSED  # §3.8, as next_state() has it
         else:
             digit = code // 100
             if digit == 3 and 3 not in outcomes:
-                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+                raise RemoteProtocolError(f"unexpected {code} reply to {command_name(command)}")
             new = outcomes.get(digit, state)
             if new is State.AUTH and code != 334:
                 # RFC 4954 §4: only "334" continues an exchange; any other
                 # 3xx would leave the last challenge to be answered again.
-                raise RemoteProtocolError(f"unexpected {code} reply to {_name(command)}")
+                raise RemoteProtocolError(f"unexpected {code} reply to {command_name(command)}")
         if key is Rcpt:  # _apply_rcpt, inline
             if 200 <= code < 300:
                 self._accepted.append(command)  # type: ignore[arg-type]
@@ -806,32 +622,6 @@ def _project(state: State, item: Outstanding) -> State:
     return outcomes.get(expected_digit(key), state)
 
 
-def _name(command: Outstanding) -> str:
-    if command is None:
-        return "the greeting"
-    if isinstance(command, UnknownCommand):
-        return command.name
-    if isinstance(command, EndOfMessage):
-        return "the end of data"
-    if isinstance(command, (AuthResponse, AuthCancel)):
-        return "the SASL response"
-    return command.verb
-
-
-def _format_address(command: Mail | Rcpt) -> bytes:
-    """``format_command(command)`` for MAIL and RCPT, without its general
-    dispatch: ``MAIL FROM:<path> params`` / ``RCPT TO:<path> params``."""
-    if type(command) is Mail:
-        head = f"MAIL FROM:<{command.reverse_path}>"
-    else:
-        head = f"RCPT TO:<{command.forward_path}>"  # type: ignore[union-attr]
-    params = command.parameters
-    if not params:
-        return f"{head}\r\n".encode()
-    tail = "".join(f" {k}" if v is None else f" {k}={v}" for k, v in params.items())
-    return f"{head}{tail}\r\n".encode()
-
-
 # Dispatch tables, by exact event type (see ``send``).
 _COMMAND = 0
 _CONTENT = 1
@@ -843,23 +633,12 @@ _SEND_KINDS: dict[type[Event], int] = {
         _COMMAND,
     ),
 }
-_END_OF_BATCH_TYPES = frozenset(_END_OF_BATCH)
-# Outstanding items a batch may go on after, whatever they are (others,
-# AUTH among them, are judged by _check_pipelining).
-_BATCH_GOES_ON = frozenset((type(None), Mail, Rcpt, Rset, EndOfMessage, Bdat))
+# Checks of a command beyond its place in the state table (``_client_checks``),
+# bound by assignment: CPython 3.11 compiles a method call on an imported
+# name (``CHECKS.get(kind)``) as an attribute load, a bound method per call.
+_CHECKS = _client_checks.CHECKS
 # The states in which a command the core does not model may be sent.
 _UNKNOWN_ALLOWED = frozenset((State.GREETED, State.READY, State.MAIL, State.RCPT))
-# Checks of a command beyond its place in the state table, before any byte
-# (those of MAIL, RCPT and DATA are made inline, in _send_command).
-_CHECKS: dict[type[Command], Callable[[ClientConnection, Any, str], None]] = {
-    Ehlo: ClientConnection._check_hello,
-    Helo: ClientConnection._check_hello,
-    Lhlo: ClientConnection._check_lhlo,
-    StartTLS: ClientConnection._check_starttls,
-    Auth: lambda conn, command, verb: conn._check_auth(command),
-    Bdat: ClientConnection._check_bdat,
-    Xclient: ClientConnection._check_xclient,
-}
 # What sending a command changes in the client's own records.
 _RECORD: dict[type[Command], Callable[[ClientConnection, Any], None]] = {
     Rset: ClientConnection._record_reset,
@@ -878,8 +657,5 @@ _APPLY: dict[type[Any], Callable[[ClientConnection, Any, Reply, State], None]] =
     Helo: ClientConnection._apply_helo,
     Xclient: ClientConnection._apply_helo,
 }
-# Most RCPT lines and checked parameters a connection keeps (see
-# ``_address_line``); past that it forgets them and starts again.
-_LINE_CACHE = 256
 # No LIMITS announced: a number no count reaches.
 _NO_LIMIT = 1 << 62

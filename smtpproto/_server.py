@@ -21,17 +21,14 @@
 # LF runs as a command that a peer splitting at CRLF never saw (attack
 # class 5).  ``ServerConfig.lenient`` ends lines at a bare LF instead.
 #
-# Message content.  DATA content is read by ``DotUnstuffer``; it ends only
-# at CRLF.CRLF, and a message with bare CR/LF (unless allowed) or over the
-# size limit is read to its end and answered with ``MessageRejected``.
-# BDAT (RFC 3030) content is counted, not scanned: ``Bdat`` is handed out
-# first, then its octets as ``MessageData``, then ``EndOfChunk`` or
-# ``EndOfMessage`` (LAST), which awaits the reply.  A refused chunk's
-# octets are read and dropped (up to ``max_bdat_discard``) before its
-# ``CommandRejected`` comes out, so the stream stays in step; a BDAT line
-# that cannot be read at all (bad size, control character, bare LF, too
-# long) ends the session, since its octets cannot be found.  An EOF
-# before the end gives ``ConnectionClosed``: nothing may be delivered.
+# Message content.  DATA content ends only at CRLF.CRLF; BDAT (RFC 3030)
+# content is counted, not scanned, and a refused chunk's octets are read
+# and dropped before its ``CommandRejected`` comes out.  A BDAT line that
+# cannot be read at all (bad size, control character, bare LF, too long)
+# ends the session, since its octets cannot be found.  An EOF before the
+# end gives ``ConnectionClosed``: nothing may be delivered.  What is read
+# besides command lines (message content but the loop over DATA content,
+# AUTH exchange lines, the PROXY header) is read by ``_server_reading``.
 #
 # TLS.  After the 220 to STARTTLS the state is TLS and nothing more is
 # read: any byte already received, or received before ``tls_established()``,
@@ -48,67 +45,52 @@
 # line); the common commands in their plain forms are parsed by
 # ``parse_common`` (one pattern, same events as ``parse_command``) and the
 # checks and bookkeeping of each command are found by its type in tables
-# (``_COMMAND_CHECKS``, ``_ACCEPTED``) instead of chains of isinstance
-# tests; the catalogue's replies and the EHLO reply are formatted once.
+# (``_server_steps``) instead of chains of isinstance tests; the
+# catalogue's replies and the EHLO reply are formatted once.
 # What is offered (extensions, parameter owners, line limits, the EHLO
 # reply) is shared by the connections of one configuration
 # (``_server_config.offer_for``); the object is slotted, and the AUTH state,
 # the DATA reader and the recipient list are made only when needed.
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from typing import Any
-
 from . import _replies as R
 from . import _server_checks as checks
+from . import _server_steps as steps
 from ._buffer import LINE_TOO_LONG, LineTooLong
-from ._commands import decode_sasl, parse_command, parse_common, split_verb
+from ._commands import parse_command, parse_common, split_verb
 from ._connection import NEED_DATA, PAUSED, ConnectionBase, Sentinel
 from ._data import END_OF_DATA, DotUnstuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._esmtp_events import (
-    Auth,
-    AuthCancel,
-    AuthResponse,
-    Bdat,
-    EndOfChunk,
-    Lhlo,
-    ProxyHeader,
-    StartTLS,
-    Xclient,
-)
+from ._esmtp_events import Auth, AuthResponse, Bdat, ProxyHeader, StartTLS
 from ._events import (
-    _message_data,
     _new,
     _set_data,
     Command,
     CommandRejected,
     ConnectionClosed,
-    Data,
-    Ehlo,
-    EndOfMessage,
     Event,
-    Expn,
-    Helo,
-    Help,
     Mail,
     MessageData,
     MessageRejected,
-    Noop,
-    Quit,
     Rcpt,
     Reply,
-    Rset,
     UnknownCommand,
-    Vrfy,
 )
-from ._proxy import ProxyError, parse_proxy_header
 from ._replies import _WIRE as _PREFORMATTED
 from ._replies import format_reply
-from ._server_auth import AUTH_CANCELLED, ServerAuth
+from ._server_auth import ServerAuth
 from ._server_config import ServerConfig, offer_for
-from ._state import TRANSITIONS, BdatLast, Key, State, is_allowed, key_of, next_state
+from ._server_reading import (
+    AUTH_LINE_TOO_LONG,
+    command_octets,
+    discard,
+    end_of_data,
+    next_chunk_event,
+    next_proxy_event,
+    next_sasl_event,
+    start_chunk,
+)
+from ._state import TRANSITIONS, Key, State, is_allowed, key_of, next_state
 from ._syntax import GrammarError
 from .extensions import Extension
 
@@ -116,12 +98,17 @@ __all__ = ["ServerConfig", "ServerConnection"]
 
 # Placeholder key the greeting answers (the table's CONNECTED row).
 _GREETING = Reply
-_STARTTLS_READY = R.preformat(R.rejection(220, "2.0.0", "Ready to start TLS"))
+# The tables of the per-command work (``_server_steps``), bound here by
+# assignment rather than imported by name: CPython 3.11 compiles a method
+# call on an imported name (``_ACCEPTED.get(key)``) as an attribute load,
+# which makes a bound method at every call.
+_HELLOS = steps.HELLOS
+_COMMAND_CHECKS = steps.COMMAND_CHECKS
+_ACCEPTED = steps.ACCEPTED
+_FIXED_DEFAULTS = steps.FIXED_DEFAULTS
+_DEFAULTS = steps.DEFAULTS
 _PIPELINED_AFTER_STARTTLS = R.preformat(
     R.rejection(554, "5.5.1", "Command pipelined after STARTTLS")
-)
-_AUTH_LINE_TOO_LONG = R.preformat(
-    R.rejection(500, "5.5.6", "Authentication Exchange line is too long")
 )
 
 
@@ -171,7 +158,7 @@ class ServerConnection(ConnectionBase):
         super().__init__()
         if config is None:
             config = _default_config()
-        self.config = config
+        self.config: ServerConfig = config
         #: True once the transport is TLS (implicit, or after STARTTLS).
         self.tls = tls
         #: True when the peer may use XCLIENT.
@@ -368,7 +355,7 @@ class ServerConnection(ConnectionBase):
                 self._check_overflow()
             if self._awaiting is not None:
                 # The PROXY header is read while the greeting waits for it.
-                return self._next_proxy_event() if self._proxy_pending() else PAUSED
+                return next_proxy_event(self) if self._proxy_pending() else PAUSED
             if not data and self._chunk is None and state is not State.TLS:
                 # No input, no event (a BDAT chunk may end, and STARTTLS
                 # pauses, without one): the usual answer after a reply.
@@ -382,7 +369,7 @@ class ServerConnection(ConnectionBase):
                     if chunk is None:
                         return self._closed() if self._eof else NEED_DATA
                     if chunk is END_OF_DATA:
-                        return self._end_of_data(unstuffer)
+                        return end_of_data(self, unstuffer)
                     if unstuffer.size > config.max_message_size or (
                         unstuffer.bare_line_ending and not config.allow_bare_line_endings
                     ):
@@ -391,11 +378,11 @@ class ServerConnection(ConnectionBase):
                     _set_data(event, chunk)
                     return event
             if self._discard_left:
-                return self._discard()
+                return discard(self)
             if self._chunk is not None:
-                return self._next_chunk_event()
+                return next_chunk_event(self)
             if state is State.AUTH:
-                return self._next_sasl_event()
+                return next_sasl_event(self)
             return self._next_command()
         except RemoteProtocolError as exc:
             self._error = exc
@@ -410,7 +397,7 @@ class ServerConnection(ConnectionBase):
         if (
             self._awaiting is not None
             or not (self._state is State.DATA or self._chunk is not None or self._discard_left)
-        ) and _command_octets(self._buffer.data, limit) > limit:
+        ) and command_octets(self._buffer.data, limit) > limit:
             raise RemoteProtocolError(
                 f"more than {limit} octets of unprocessed input", R.INPUT_OVERFLOW
             )
@@ -476,53 +463,8 @@ class ServerConnection(ConnectionBase):
             # commands (attack classes 1 and 7): end the session instead.
             raise RemoteProtocolError(f"unreadable BDAT line: {reason}", reply)
         if verb == "AUTH" and reply is R.LINE_TOO_LONG:
-            reply = _AUTH_LINE_TOO_LONG  # RFC 4954 §6: 500 5.5.6
+            reply = AUTH_LINE_TOO_LONG  # RFC 4954 §6: 500 5.5.6
         return self._reject(reply, reason)
-
-    def _next_sasl_event(self) -> Event | Sentinel:
-        # RFC 4954 §4: one line per 334 challenge.  Refusals of these lines
-        # count as AUTH failures (ServerAuth), not as command errors.
-        lenient = self.config.lenient
-        line = self._buffer.extract_line(self.config.max_auth_line + 2, crlf_only=not lenient)
-        if line is None:
-            return self._closed() if self._eof else NEED_DATA
-        if line is LINE_TOO_LONG:
-            return self._sasl_refusal(_AUTH_LINE_TOO_LONG, "SASL response too long")
-        content, _ = line
-        if not lenient and b"\n" in content:
-            # §2.3.8, as for command lines: one bad line up to the CRLF.
-            return self._sasl_refusal(R.BAD_LINE, "bare LF in a SASL response line")
-        return self._sasl_line(content)
-
-    def _next_proxy_event(self) -> Event | Sentinel:
-        try:
-            header = parse_proxy_header(self._buffer.data)
-        except ProxyError as exc:
-            raise RemoteProtocolError(str(exc)) from None
-        if header is None:
-            return self._closed() if self._eof else NEED_DATA
-        self.proxy = header
-        return header
-
-    def _sasl_line(self, content: bytes) -> Event:
-        # RFC 4954 §4: "If the client wishes to cancel an authentication
-        # exchange, it issues a line with a single '*'."
-        if content == b"*":
-            return self._await(AuthCancel._trusted(), AuthCancel)
-        try:
-            data = decode_sasl(content.decode("ascii"))
-        except (GrammarError, UnicodeDecodeError):
-            return self._sasl_refusal(
-                R.rejection(501, "5.5.2", "Invalid base64 in the SASL exchange"),
-                "invalid base64 in the SASL exchange",
-            )
-        self._sasl().respond(data)
-        return self._await(AuthResponse._trusted(data=data), AuthResponse)
-
-    def _sasl_refusal(self, reply: Reply, reason: str) -> Event:
-        reply = self._sasl().limited(reply)
-        refusal = CommandRejected._trusted(reply=reply, reason=reason, command=None)
-        return self._await(refusal, CommandRejected)
 
     def _judge(self, command: Command) -> Event | Sentinel:
         # Sequence, then the hello rule, then security policy, then the
@@ -555,7 +497,7 @@ class ServerConnection(ConnectionBase):
             if check is not None:
                 refusal = check(self, command)
         if isinstance(command, Bdat):
-            return self._start_chunk(command, refusal)
+            return start_chunk(self, command, refusal)
         if refusal is not None:
             return self._reject(refusal, refusal.message, command)
         if kind is StartTLS and self._buffer.data:
@@ -580,85 +522,10 @@ class ServerConnection(ConnectionBase):
         # Errors are counted when answered (see _after_refusal); the one that
         # would reach max_errors is suggested a 421 instead (attack class 7).
         # SASL exchange lines do not come here: AUTH failures have their
-        # own bound (_sasl_refusal).
+        # own bound (_server_reading's _sasl_refusal).
         if self._errors + 1 >= self.config.max_errors:
             reply, reason = R.TOO_MANY_ERRORS, "too many errors"
         return CommandRejected._trusted(reply=reply, reason=reason, command=command)
-
-    # -- BDAT ------------------------------------------------------------
-
-    def _start_chunk(self, command: Bdat, refusal: Reply | None) -> Event | Sentinel:
-        if refusal is None:
-            self._chunk = command
-            self._chunk_left = command.size
-            return command
-        # RFC 3030 §2: the octets follow whatever the reply; read and drop
-        # them, within a hard cap, then hand out the refusal.
-        if command.size > self.config.max_bdat_discard:
-            raise RemoteProtocolError(
-                f"refused BDAT chunk of {command.size} octets is over the discard cap",
-                R.rejection(552, "5.3.4", "Chunk too large, closing connection"),
-            )
-        self._deferred = self._rejection(refusal, refusal.message, command)
-        self._discard_left = command.size
-        if command.last:
-            # RFC 2033 §4.3: in LMTP, BDAT LAST takes one reply per accepted
-            # recipient, a refusal too (the client core counts the same).
-            self._replies_due = self._lmtp_replies()
-        return self._discard()
-
-    def _discard(self) -> Event | Sentinel:
-        take = min(self._discard_left, len(self._buffer))
-        if take:
-            del self._buffer.data[:take]
-            self._discard_left -= take
-        if self._discard_left:
-            return self._closed() if self._eof else NEED_DATA
-        deferred, self._deferred = self._deferred, None
-        assert deferred is not None
-        return self._await(deferred, CommandRejected)
-
-    def _next_chunk_event(self) -> Event | Sentinel:
-        chunk = self._chunk
-        assert chunk is not None
-        if self._chunk_left:
-            take = min(self._chunk_left, len(self._buffer))
-            if not take:
-                return self._closed() if self._eof else NEED_DATA
-            self._chunk_left -= take
-            self._message_size += take
-            return _message_data(self._buffer.consume(take))
-        self._chunk = None
-        if chunk.last:
-            self._replies_due = self._lmtp_replies()
-            return self._await(_END_OF_MESSAGE, BdatLast)
-        return self._await(_END_OF_CHUNK, Bdat)
-
-    # -- DATA ------------------------------------------------------------
-
-    def _end_of_data(self, unstuffer: DotUnstuffer) -> Event:
-        event: Event
-        max_line = self.config.max_data_line
-        if unstuffer.size > self.config.max_message_size:
-            event = MessageRejected._trusted(reply=R.MESSAGE_TOO_BIG, reason="message too big")
-        elif unstuffer.bare_line_ending and not self.config.allow_bare_line_endings:
-            event = MessageRejected._trusted(
-                reply=R.BARE_LINE_ENDING, reason="bare CR or LF in message data"
-            )
-        elif max_line is not None and unstuffer.longest_line > max_line:
-            event = MessageRejected._trusted(
-                reply=R.rejection(554, "5.6.0", f"Message has a line longer than {max_line} octets"),
-                reason="message line too long",
-            )
-        else:
-            event = _END_OF_MESSAGE
-        self._replies_due = self._lmtp_replies()
-        return self._await(event, EndOfMessage)
-
-    def _lmtp_replies(self) -> int:
-        # RFC 2033 §4.2: after the end of data, one reply per recipient that
-        # was accepted, in the order of the RCPT commands.
-        return len(self._recipients) if self.config.lmtp else 0
 
     # -- sending ---------------------------------------------------------
 
@@ -764,183 +631,6 @@ class ServerConnection(ConnectionBase):
         return state
 
 
-# -- tables of the per-command work ------------------------------------------
-#
-# Dispatch on the event's type through these dictionaries rather than a
-# chain of isinstance tests: the type is known exactly (events are never
-# subclassed by the parsers).
-
-_HELLOS = frozenset({Ehlo, Helo, Lhlo})
-
-
-def _check_mail(server: ServerConnection, mail: Mail) -> Reply | None:
-    limit = server.config.max_transactions
-    if limit is not None and server._transactions >= limit:
-        return checks.TOO_MANY_TRANSACTIONS
-    offer = server._offer
-    if mail.parameters:
-        return checks.mail_reply(mail, offer.mail_checks, offer.by_parameter, server._esmtp)
-    if offer.bare_mail_checks or not mail.reverse_path.isascii():
-        return checks.mail_reply(mail, offer.bare_mail_checks, offer.by_parameter, server._esmtp)
-    return None  # what mail_reply finds for a plain ASCII MAIL, without the calls
-
-
-def _check_rcpt(server: ServerConnection, rcpt: Rcpt) -> Reply | None:
-    mail = server._mail
-    assert mail is not None
-    if (
-        not rcpt.parameters
-        and rcpt.forward_path.isascii()
-        and len(server._recipients) < server.config.max_recipients
-    ):
-        return None  # what rcpt_reply finds for a plain ASCII RCPT, without the call
-    return checks.rcpt_reply(
-        rcpt,
-        mail,
-        len(server._recipients),
-        server.config.max_recipients,
-        server._offer.by_parameter,
-        server._esmtp,
-    )
-
-
-def _check_data(server: ServerConnection, data: Data) -> Reply | None:
-    mail = server._mail
-    assert mail is not None
-    if (mail.parameters.get("BODY") or "").upper() == "BINARYMIME":
-        return checks.BINARYMIME_NEEDS_BDAT
-    return None
-
-
-def _check_bdat(server: ServerConnection, bdat: Bdat) -> Reply | None:
-    if not server.config.chunking:
-        return checks.CHUNKING_UNAVAILABLE
-    if server._message_size + bdat.size > server.config.max_message_size:
-        return R.MESSAGE_TOO_BIG
-    return None
-
-
-def _check_starttls(server: ServerConnection, command: StartTLS) -> Reply | None:
-    return checks.starttls_reply(available=server.config.starttls, tls=server.tls)
-
-
-def _check_auth(server: ServerConnection, command: Auth) -> Reply | None:
-    offer = server._offer.auth
-    auth = server._sasl()
-    return checks.auth_reply(
-        command,
-        offered=offer.mechanisms if offer is not None else None,
-        configured=bool(server.config.auth_mechanisms),
-        esmtp=server._esmtp,
-        authenticated=server._authenticated,
-        exhausted=auth.exhausted,
-        too_many=auth.failure_reply(),
-    )
-
-
-def _check_xclient(server: ServerConnection, command: Xclient) -> Reply | None:
-    return checks.xclient_reply(command, server.trusted)
-
-
-_COMMAND_CHECKS: dict[type[Command], Callable[[ServerConnection, Any], Reply | None]] = {
-    Mail: _check_mail,
-    Rcpt: _check_rcpt,
-    Data: _check_data,
-    Bdat: _check_bdat,
-    StartTLS: _check_starttls,
-    Auth: _check_auth,
-    Xclient: _check_xclient,
-}
-
-
-def _accepted_hello(server: ServerConnection, event: Any, reply: Reply) -> None:
-    if 200 <= reply.code < 300:  # reply.is_success, without the call
-        server._esmtp = type(event) is not Helo
-        server.client_name = event.domain
-
-
-def _accepted_mail(server: ServerConnection, event: Any, reply: Reply) -> None:
-    if 200 <= reply.code < 300:  # reply.is_success, without the call
-        server._mail = event
-        server._transactions += 1
-
-
-def _accepted_rcpt(server: ServerConnection, event: Any, reply: Reply) -> None:
-    if 200 <= reply.code < 300:  # reply.is_success, without the call
-        recipients = server._recipients
-        if isinstance(recipients, list):
-            recipients.append(event)
-        else:
-            server._recipients = [event]
-
-
-def _accepted_xclient(server: ServerConnection, event: Any, reply: Reply) -> None:
-    if 200 <= reply.code < 300:  # reply.is_success, without the call
-        # Postfix: XCLIENT starts the session over, as a new client.
-        server._esmtp = False
-        server.client_name = None
-        if server._auth is not None:
-            server._auth.reset()
-        server._authenticated = False
-
-
-def _answered_auth(server: ServerConnection, event: Any, reply: Reply) -> None:
-    # Every reply in an AUTH exchange, not only a success, moves it on.
-    server._sasl().finish(reply)
-    if reply.code == 235:
-        server._authenticated = True
-
-
-# What a reply to the awaited event (by its table key) changes besides the
-# state: the hello, the transaction, the AUTH state.
-_ACCEPTED: dict[Key, Callable[[ServerConnection, Any, Reply], None]] = {
-    Ehlo: _accepted_hello,
-    Helo: _accepted_hello,
-    Lhlo: _accepted_hello,
-    Mail: _accepted_mail,
-    Rcpt: _accepted_rcpt,
-    Xclient: _accepted_xclient,
-    Auth: _answered_auth,
-    AuthResponse: _answered_auth,
-    AuthCancel: _answered_auth,
-}
-
-
-def _octets_received(server: ServerConnection) -> Reply:
-    return R.rejection(250, "2.0.0", f"{server._message_size} octets received")
-
-
-# The usual replies that are the same for every session, by event type...
-_FIXED_DEFAULTS: dict[type[Event], Reply] = {
-    Mail: R.SENDER_OK,
-    Rcpt: R.RECIPIENT_OK,
-    Data: R.START_DATA,
-    EndOfMessage: R.MESSAGE_ACCEPTED,
-    Rset: R.RESET_OK,
-    Noop: R.OK,
-    Vrfy: R.VRFY_CANNOT,
-    Expn: R.EXPN_DISABLED,
-    Help: R.HELP_TEXT,
-    Quit: R.CLOSING,
-    UnknownCommand: R.UNRECOGNIZED,
-    StartTLS: _STARTTLS_READY,
-}
-# ... and those that depend on it.
-_DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
-    Ehlo: lambda s: s.ehlo_reply(),
-    Lhlo: lambda s: s.ehlo_reply(),
-    Helo: lambda s: Reply._trusted(code=250, text=(s.config.hostname,), enhanced=None),
-    EndOfChunk: _octets_received,
-    Auth: lambda s: s.auth_reply(),
-    AuthResponse: lambda s: s.auth_reply(),
-    AuthCancel: lambda s: s._sasl().limited(AUTH_CANCELLED),
-    Xclient: lambda s: s.greeting(),
-}
-
-_END_OF_MESSAGE = EndOfMessage._trusted()
-_END_OF_CHUNK = EndOfChunk._trusted()
-
-
 def _default_config() -> ServerConfig:
     """One shared default configuration (so its offers are cached too)."""
     global _DEFAULT_CONFIG
@@ -950,30 +640,3 @@ def _default_config() -> ServerConfig:
 
 
 _DEFAULT_CONFIG: ServerConfig | None = None
-
-
-_BDAT_LINE = re.compile(rb"BDAT +([0-9]{1,20})(?: +LAST)? *", re.IGNORECASE)
-
-
-def _command_octets(data: bytearray, limit: int) -> int:
-    """The octets of *data* that are command lines, not declared BDAT
-    chunks, counted until they pass *limit*.
-
-    RFC 3030 §2: a chunk's octets follow its ``BDAT n`` line at once, and
-    BDAT may be pipelined (§4.2), so a chunk that arrived in the same read
-    as its command is message content on its way, not a flood of unread
-    commands (attack class 7 bounds only the latter).  Each step skips a
-    whole line or a whole chunk, so the walk is short.
-    """
-    count = position = 0
-    end = len(data)
-    while position < end and count <= limit:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return count + end - position
-        count += line_end + 2 - position
-        match = _BDAT_LINE.fullmatch(data, position, line_end)
-        position = line_end + 2
-        if match is not None:
-            position += int(match.group(1))
-    return count
