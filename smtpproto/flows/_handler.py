@@ -23,7 +23,7 @@ from typing import Any, TypeAlias, TypeVar
 from .._esmtp_events import ProxyHeader
 from .._events import Mail, Rcpt, Reply
 
-__all__ = ["Session", "Envelope", "Handler", "Reject", "Maybe", "overridden_hooks"]
+__all__ = ["Session", "Envelope", "Handler", "Reject", "Maybe", "offers_auth", "overridden_hooks"]
 
 T = TypeVar("T")
 #: What a hook returns: its value, or (in the async adapters) an awaitable of it.
@@ -227,18 +227,29 @@ HOOKS = frozenset(
 _OVERRIDDEN: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
+def _class_hooks(cls: type) -> frozenset[str]:
+    """The hooks class *cls* defines a function of its own for."""
+    hooks = _OVERRIDDEN.get(cls)
+    if hooks is None:
+        hooks = frozenset(name for name in HOOKS if getattr(cls, name, None) is not getattr(Handler, name))
+        _OVERRIDDEN[cls] = hooks
+    return hooks
+
+
 def overridden_hooks(handler: Handler) -> frozenset[str]:
     """The names of the hooks *handler* has a function of its own for: its
     class overrides them, or the instance holds them as attributes.  The
     server flow calls only those; the others are :class:`Handler`'s own,
     which return None (the usual reply), so leaving them out changes no
     reply and saves a round trip through the adapter per command."""
-    cls = type(handler)
-    hooks = _OVERRIDDEN.get(cls)
-    if hooks is None:
-        hooks = frozenset(name for name in HOOKS if getattr(cls, name, None) is not getattr(Handler, name))
-        _OVERRIDDEN[cls] = hooks
+    hooks = _class_hooks(type(handler))
     own = getattr(handler, "__dict__", None)
     if own and not HOOKS.isdisjoint(own):
         hooks = hooks | HOOKS.intersection(own)
     return hooks
+
+
+def offers_auth(handler: Handler) -> bool:
+    """True when *handler*'s class overrides :meth:`Handler.auth` (AUTH is
+    offered only then)."""
+    return "auth" in _class_hooks(type(handler))

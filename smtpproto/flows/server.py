@@ -77,7 +77,7 @@ from .._server import ServerConnection, _default_config
 from .._server_config import ServerConfig
 from .._state import State
 from ._actions import Call, Close, Flow, Receive, Send, Shutdown, StartTLS
-from ._handler import Envelope, Handler, Reject, Session, overridden_hooks
+from ._handler import Envelope, Handler, Reject, Session, offers_auth, overridden_hooks
 
 __all__ = ["Session", "Envelope", "Handler", "Reject", "ServerTimeouts", "ServerSession"]
 
@@ -122,11 +122,6 @@ def adapter_config(
     if not has_certificate and (implicit_tls or config.starttls):
         raise ValueError("implicit TLS and STARTTLS need an ssl_context with a certificate")
     return config
-
-
-def offers_auth(handler: Handler) -> bool:
-    """True when *handler* overrides :meth:`Handler.auth`."""
-    return type(handler).auth is not Handler.auth
 
 
 class ServerSession:
