@@ -7,6 +7,8 @@ logic here.  The connection is a small :class:`asyncio.BufferedProtocol`
 (``asyncio_stream.py``) rather than the streams API so that STARTTLS can
 refuse to start when cleartext bytes are already waiting behind the command
 (they would otherwise be read as if they had come through TLS, RFC 3207 §6).
+On the selector loops a cleartext server accepts and reads its sockets
+itself (``asyncio_socket.py``).
 
 ``examples/send_asyncio.py`` and ``examples/async_server.py`` show it at
 work (the tests run them).
@@ -15,17 +17,16 @@ work (the tests run them).
 from __future__ import annotations
 
 import asyncio
-import errno
 import inspect
 import logging
 import socket
 import ssl
-from asyncio import selector_events
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from email.message import Message
 from typing import Any, TypeVar
 
+from .asyncio_socket import _Acceptor, usable
 from .asyncio_stream import _CLOSE_WAIT, _TLS_TIMEOUT, _Stream
 from ._server_config import ServerConfig
 from .flows.server import adapter_config
@@ -187,83 +188,6 @@ class AsyncSMTPClient:
         await self.quit()
 
 
-# accept() failures that mean "out of a resource for now": stop accepting
-# for a while rather than spin (as asyncio's own accept loop does).
-_ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-_ACCEPT_PAUSE = 1.0
-# Most connections taken per readiness of the listening socket.
-_ACCEPT_BATCH = 128
-
-
-class _Acceptor:
-    """Accepts a listening socket's connections and hands each to a
-    transport at once.
-
-    asyncio's own accept path runs a task per connection (create the
-    transport, await its readiness), about a tenth of the server's CPU when
-    every message comes on a new connection.  On the standard library's
-    selector loops this reader makes the same transport directly, through
-    the loop's transport factory; other loops (uvloop, whose accept path is
-    native, and the proactor) keep asyncio's.  It reads a duplicate of the
-    listening socket, closed with :meth:`close`; the server closes its own.
-    """
-
-    __slots__ = ("_loop", "_sock", "_factory", "_timer")
-
-    @staticmethod
-    def usable(loop: asyncio.AbstractEventLoop) -> bool:
-        return isinstance(loop, selector_events.BaseSelectorEventLoop) and hasattr(
-            loop, "_make_socket_transport"
-        )
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listener: Any,
-        factory: Callable[[], _Stream],
-        backlog: int,
-    ) -> None:
-        self._loop = loop
-        self._sock: socket.socket = listener.dup()
-        self._sock.setblocking(False)
-        self._sock.listen(backlog)  # as asyncio does when it starts serving
-        self._factory = factory
-        self._timer: asyncio.TimerHandle | None = None
-        loop.add_reader(self._sock.fileno(), self._ready)
-
-    def _ready(self) -> None:
-        make = self._loop._make_socket_transport  # type: ignore[attr-defined]
-        for _ in range(_ACCEPT_BATCH):
-            try:
-                conn, peer = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue  # the peer gave up before we took it
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_PAUSE_ERRNOS:
-                    raise
-                log.error("smtpproto: accept() failed (%s); pausing for %s s", exc, _ACCEPT_PAUSE)
-                self._loop.remove_reader(self._sock.fileno())
-                self._timer = self._loop.call_later(_ACCEPT_PAUSE, self._resume)
-                return
-            conn.setblocking(False)
-            make(conn, self._factory(), extra={"peername": peer})
-
-    def _resume(self) -> None:
-        self._timer = None
-        self._loop.add_reader(self._sock.fileno(), self._ready)
-
-    def close(self) -> None:
-        """Stop accepting (the connections taken live on)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        elif self._sock.fileno() >= 0:
-            self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-
-
 class AsyncSMTPServer:
     """An asyncio SMTP server: each connection a protocol that runs its
     session from the transport's callbacks (no task per connection).
@@ -329,8 +253,9 @@ class AsyncSMTPServer:
             return _Stream(accepted, loop)
 
         # On the standard library's selector loops a cleartext server
-        # accepts by itself (see _Acceptor); asyncio then only binds.
-        direct = not self.implicit_tls and _Acceptor.usable(loop)
+        # accepts and reads its sockets by itself (asyncio_socket.py);
+        # asyncio then only binds.
+        direct = not self.implicit_tls and usable(loop)
         if direct:
             kwargs["start_serving"] = False
         if self.sock is not None:

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from ._events import Reply
+from .asyncio_socket import _SocketTransport
 from .flows import Call, Flow, Handler, Receive, Send, Shutdown, StartTLS
 
 __all__: list[str] = []
@@ -452,6 +453,10 @@ class _Stream(asyncio.BufferedProtocol):
             # Bytes sent before the handshake must not pass for encrypted ones.
             raise ConnectionAbortedError("cleartext data arrived before the TLS handshake")
         assert self.transport is not None
+        if isinstance(self.transport, _SocketTransport):
+            # The server's own transport gives its socket to one of the
+            # loop's, which loop.start_tls() knows how to wrap.
+            self.transport = self.transport.hand_off()
         try:
             transport = await self._loop.start_tls(
                 self.transport, self, self.ssl_context, server_side=self.server_side, server_hostname=hostname,

@@ -741,7 +741,7 @@ def test_accept_pauses_while_out_of_file_descriptors(
     # waits in the backlog and is served once descriptors are free again.
     import resource
 
-    import smtpproto.asyncio as adapter
+    import smtpproto.asyncio_socket as adapter
 
     monkeypatch.setattr(adapter, "_ACCEPT_PAUSE", 0.3)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
