@@ -267,8 +267,9 @@ class ServerConnection(ConnectionBase):
     def greeting(self, text: str | None = None) -> Reply:
         """A 220 greeting naming this server (§4.2, §3.1); for LMTP, RFC
         2033 §4.1 asks the same."""
-        protocol = "LMTP" if self.config.lmtp else "ESMTP"
-        return Reply(code=220, text=(text or f"{self.config.hostname} {protocol} smtpproto",))
+        if not text:
+            return self._offer.greeting  # built once per configuration
+        return Reply(code=220, text=(text,))
 
     def ehlo_reply(self, greet: str | None = None) -> Reply:
         """The 250 reply to EHLO (or LHLO) listing the offered extensions
@@ -543,15 +544,16 @@ class ServerConnection(ConnectionBase):
                 f"a server sends only Reply events, not {type(event).__name__}"
             )
         # Formatted first: a reply that cannot go out must change nothing.
-        # The catalogue's replies and the EHLO reply were formatted once.
-        wire: bytes
+        # The catalogue's replies, the greeting and the EHLO reply were
+        # formatted once.
+        wire: bytes | None
         preformatted = _PREFORMATTED.get(id(event))
         if preformatted is not None:
             wire = preformatted[self.config.enhanced_status_codes]
-        elif event is self._offer.ehlo and self._offer.ehlo_wire is not None:
-            wire = self._offer.ehlo_wire
         else:
-            wire = self._format(event)
+            wire = self._offer.wires.get(id(event))
+            if wire is None:
+                wire = self._format(event)
         state = self._state
         if state is State.ERROR and self._error is not None:
             self._error = None  # the one reply allowed after the error

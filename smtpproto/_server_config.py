@@ -255,7 +255,8 @@ class Offer:
         "bare_mail_checks",
         "guarded",
         "ehlo",
-        "ehlo_wire",
+        "greeting",
+        "wires",
     )
 
     def __init__(self, config: ServerConfig, *, tls: bool, trusted: bool) -> None:
@@ -298,13 +299,18 @@ class Offer:
         self.ehlo = Reply._trusted(
             code=250, text=(config.hostname, *(ext.ehlo_line() for ext in extensions)), enhanced=None
         )
-        #: Its wire form, or None when it cannot be sent (an extension's line
-        #: over 512 octets: ``send`` then raises, as for any such reply).
-        self.ehlo_wire: bytes | None
+        #: The usual 220 greeting (§4.2, §3.1; for LMTP, RFC 2033 §4.1).
+        protocol = "LMTP" if config.lmtp else "ESMTP"
+        self.greeting = Reply._trusted(code=220, text=(f"{config.hostname} {protocol} smtpproto",), enhanced=None)
+        #: ``id()`` of these replies -> their wire form, made once: ``send``
+        #: looks here before formatting.  The EHLO reply is left out when it
+        #: cannot be sent (an extension's line over 512 octets: ``send``
+        #: then raises, as for any such reply).
+        self.wires: dict[int, bytes] = {id(self.greeting): format_reply(self.greeting)}
         try:
-            self.ehlo_wire = format_reply(self.ehlo)
+            self.wires[id(self.ehlo)] = format_reply(self.ehlo)
         except LocalProtocolError:
-            self.ehlo_wire = None
+            pass
 
 
 #: Extensions whose ``check_mail`` looks at the MAIL's parameters only.
