@@ -151,6 +151,17 @@ class _Stream(asyncio.BufferedProtocol):
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
+        parked = self._parked
+        if (
+            parked is not None and not self._buffer and nbytes <= parked.size
+            and not self._stepping and not self._stopping and self.deadline is None
+        ):
+            # The usual case: a flow waits for what just came, and nothing
+            # was waiting before it.  Hand it over without buffering (what
+            # _poll() would do, with nothing else to check).
+            self._parked = self._wait_until = None
+            self._step(bytes(self._scratch[:nbytes]), None)
+            return
         if self._buffer:
             self._buffer += self._scratch[:nbytes]
         else:
@@ -291,10 +302,15 @@ class _Stream(asyncio.BufferedProtocol):
                 try:
                     if kind is Receive:
                         receive = cast(Receive, action)
+                        now = None
                         if not receive.continued:
                             timeout = receive.timeout
-                            self._read_deadline = None if timeout is None else self._loop.time() + timeout
-                        value = self._read_now(receive.size)
+                            if timeout is None:
+                                self._read_deadline = None
+                            else:
+                                now = self._loop.time()
+                                self._read_deadline = now + timeout
+                        value = self._read_now(receive.size, now)
                         if value is None:
                             self._parked = receive
                             return
@@ -359,19 +375,20 @@ class _Stream(asyncio.BufferedProtocol):
 
     # -- the actions ---------------------------------------------------------------
 
-    def _read_now(self, size: int) -> bytes | None:
+    def _read_now(self, size: int, now: float | None = None) -> bytes | None:
         """The outcome of the read the flow waits for, if there is one yet:
         bytes, ``b""`` at the end, or an exception (Shutdown, a timeout,
         the connection's error); None while it must wait (the timer is
-        armed for its deadline)."""
+        armed for its deadline).  *now* is the loop's time if the caller
+        just read it."""
         if self._stopping:
             raise Shutdown()
         # The clock is read only when a deadline needs it: bytes that are
         # already here are the command's whatever its own deadline says.
         cap = self.deadline
-        now = None
         if cap is not None:
-            now = self._loop.time()
+            if now is None:
+                now = self._loop.time()
             if now >= cap:
                 raise TimeoutError("the session lasted too long")
         if self._buffer:
