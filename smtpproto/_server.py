@@ -79,7 +79,7 @@ from ._events import (
 from ._replies import _WIRE as _PREFORMATTED
 from ._replies import format_reply
 from ._server_auth import ServerAuth
-from ._server_config import ServerConfig, offer_for
+from ._server_config import Offer, ServerConfig, offer_for
 from ._server_reading import (
     AUTH_LINE_TOO_LONG,
     command_octets,
@@ -163,7 +163,7 @@ class ServerConnection(ConnectionBase):
         self.tls = tls
         #: True when the peer may use XCLIENT.
         self.trusted = trusted
-        self._offer = offer_for(config, tls=tls, trusted=trusted)
+        self._offer: Offer = offer_for(config, tls=tls, trusted=trusted)
         self._awaiting: Key | None = _GREETING
         self._awaiting_event: Event | None = None
         self._replies_due = 0

@@ -255,6 +255,7 @@ class Offer:
         "bare_mail_checks",
         "guarded",
         "ehlo",
+        "helo",
         "greeting",
         "wires",
     )
@@ -299,6 +300,8 @@ class Offer:
         self.ehlo = Reply._trusted(
             code=250, text=(config.hostname, *(ext.ehlo_line() for ext in extensions)), enhanced=None
         )
+        #: The reply to HELO (§4.1.1.1: no extensions are listed).
+        self.helo = Reply._trusted(code=250, text=(config.hostname,), enhanced=None)
         #: The usual 220 greeting (§4.2, §3.1; for LMTP, RFC 2033 §4.1).
         protocol = "LMTP" if config.lmtp else "ESMTP"
         self.greeting = Reply._trusted(code=220, text=(f"{config.hostname} {protocol} smtpproto",), enhanced=None)
@@ -306,7 +309,9 @@ class Offer:
         #: looks here before formatting.  The EHLO reply is left out when it
         #: cannot be sent (an extension's line over 512 octets: ``send``
         #: then raises, as for any such reply).
-        self.wires: dict[int, bytes] = {id(self.greeting): format_reply(self.greeting)}
+        self.wires: dict[int, bytes] = {
+            id(self.greeting): format_reply(self.greeting), id(self.helo): format_reply(self.helo)
+        }
         try:
             self.wires[id(self.ehlo)] = format_reply(self.ehlo)
         except LocalProtocolError:

@@ -221,7 +221,7 @@ FIXED_DEFAULTS: dict[type[Event], Reply] = {
 DEFAULTS: dict[type[Event], Callable[[ServerConnection], Reply]] = {
     Ehlo: lambda s: s.ehlo_reply(),
     Lhlo: lambda s: s.ehlo_reply(),
-    Helo: lambda s: Reply._trusted(code=250, text=(s.config.hostname,), enhanced=None),
+    Helo: lambda s: s._offer.helo,
     EndOfChunk: _octets_received,
     Auth: lambda s: s.auth_reply(),
     AuthResponse: lambda s: s.auth_reply(),
