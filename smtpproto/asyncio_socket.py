@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
+import sys
 from asyncio import selector_events
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -66,7 +68,7 @@ class _Acceptor:
     :meth:`close`; the server closes its own.
     """
 
-    __slots__ = ("_loop", "_sock", "_factory", "_timer", "_tcp")
+    __slots__ = ("_loop", "_sock", "_factory", "_timer", "_nodelay", "_new_socket")
 
     def __init__(
         self,
@@ -81,13 +83,26 @@ class _Acceptor:
         self._sock.listen(backlog)  # as asyncio does when it starts serving
         self._factory = factory
         self._timer: asyncio.TimerHandle | None = None
-        self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
+        # Replies are small and each waits for the next command: Nagle's
+        # algorithm would hold them back (asyncio sets TCP_NODELAY too).
+        # Linux copies it from the listening socket to those accepted;
+        # elsewhere each accepted socket gets it.
+        self._nodelay = False
+        if self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._nodelay = not sys.platform.startswith("linux")
+        # socket.accept() without converting the family and type to enums
+        # for every connection.
+        self._new_socket = functools.partial(
+            socket.socket, int(self._sock.family), int(self._sock.type), self._sock.proto
+        )
         loop.add_reader(self._sock.fileno(), self._ready)
 
     def _ready(self) -> None:
+        accept = self._sock._accept  # type: ignore[attr-defined]
         for _ in range(_ACCEPT_BATCH):
             try:
-                conn, peer = self._sock.accept()
+                fd, peer = accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -99,10 +114,9 @@ class _Acceptor:
                 self._loop.remove_reader(self._sock.fileno())
                 self._timer = self._loop.call_later(_ACCEPT_PAUSE, self._resume)
                 return
+            conn = self._new_socket(fileno=fd)
             conn.setblocking(False)
-            if self._tcp:
-                # Replies are small and each waits for the next command:
-                # Nagle's algorithm would hold them back (asyncio sets it too).
+            if self._nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _SocketTransport(self._loop, conn, peer, self._factory()).start()
 

@@ -288,6 +288,9 @@ class _Stream(asyncio.BufferedProtocol):
         self._stepping = True
         try:
             while True:
+                # Any: the kind is told by type() below, which mypy does not
+                # narrow by, and typing.cast() is a call per action.
+                action: Any
                 try:
                     action = flow.throw(error) if error is not None else flow.send(value)
                 except StopIteration as stop:
@@ -301,7 +304,7 @@ class _Stream(asyncio.BufferedProtocol):
                 kind = type(action)
                 try:
                     if kind is Receive:
-                        receive = cast(Receive, action)
+                        receive: Receive = action
                         now = None
                         if not receive.continued:
                             timeout = receive.timeout
@@ -315,20 +318,20 @@ class _Stream(asyncio.BufferedProtocol):
                             self._parked = receive
                             return
                     elif kind is Send:
-                        send = cast(Send, action)
+                        send: Send = action
                         self._write_now(send.data)
                         if self._paused:
                             self._spawn(self._drain(send.timeout))
                             return
                     elif kind is Call:
-                        call = cast(Call, action)
+                        call: Call = action
                         assert self.handler is not None
                         value = getattr(self.handler, call.hook)(*call.args)
                         if value is not None and type(value) is not Reply and inspect.isawaitable(value):
                             self._spawn(value)
                             return
                     elif kind is StartTLS:
-                        self._spawn(self.start_tls(cast(StartTLS, action).server_hostname))
+                        self._spawn(self.start_tls(action.server_hostname))
                         return
                     elif self._closes_now():
                         assert self.transport is not None

@@ -348,3 +348,31 @@ def test_starttls_hands_the_socket_to_asyncio_and_the_message_arrives() -> None:
     # Before STARTTLS the session ran on the server's own transport, after
     # it on asyncio's TLS transport.
     assert transports[0] == "_SocketTransport" and transports[-1] != "_SocketTransport"
+
+
+def test_accepted_connections_send_small_replies_at_once() -> None:
+    # TCP_NODELAY on every accepted socket (inherited from the listening
+    # socket on Linux, set on each elsewhere): a reply must not wait for
+    # the acknowledgement of the one before it (Nagle's algorithm).
+    flags: list[int] = []
+
+    class Probe(Handler):
+        def ehlo(self, session: Session, name: str) -> None:
+            for stream in server._sessions:
+                sock = stream.transport.get_extra_info("socket") if stream.transport else None
+                flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) if sock else -1)
+
+    server = AsyncSMTPServer(Probe())
+
+    async def main() -> None:
+        async with server:
+            loop = asyncio.get_running_loop()
+            client = socket.create_connection(server.address)
+            client.setblocking(False)
+            await loop.sock_recv(client, 1024)
+            await loop.sock_sendall(client, b"EHLO c.example\r\nQUIT\r\n")
+            await read_all(client)
+            client.close()
+
+    run(main)
+    assert len(flags) == 1 and flags[0] != 0
