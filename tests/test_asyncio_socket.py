@@ -16,7 +16,7 @@ import pytest
 
 from smtpproto.asyncio import AsyncSMTPClient, AsyncSMTPServer
 from smtpproto.asyncio_socket import _HIGH_WATER, _SocketTransport
-from smtpproto.flows import ClientOptions, Envelope, Handler, Session, TLSMode
+from smtpproto.flows import ClientOptions, Envelope, Handler, ServerTimeouts, Session, TLSMode
 
 T = TypeVar("T")
 
@@ -376,3 +376,48 @@ def test_accepted_connections_send_small_replies_at_once() -> None:
 
     run(main)
     assert len(flags) == 1 and flags[0] != 0
+
+
+# -- deadlines -------------------------------------------------------------------------
+
+
+def test_idle_sessions_share_the_loop_timers_of_their_deadlines() -> None:
+    # Sessions waiting for a command with deadlines in the same tick of the
+    # deadline wheel share one loop timer; a timeout comes at most a tick
+    # late; once every session is gone no timer is left behind.
+    from smtpproto.asyncio_stream import _TICKS, _wheel
+
+    async def main() -> tuple[int, int, list[float], int]:
+        loop = asyncio.get_running_loop()
+        async with AsyncSMTPServer(timeouts=ServerTimeouts(command=1.0), max_connections=200) as server:
+            clients = []
+            for _ in range(40):
+                client = socket.create_connection(server.address)
+                client.setblocking(False)
+                clients.append(client)
+            for client in clients:
+                assert (await loop.sock_recv(client, 1024)).startswith(b"220 ")
+            started = loop.time()
+            for client in clients:
+                await loop.sock_sendall(client, b"NOOP\r\n")
+            for client in clients:
+                assert (await loop.sock_recv(client, 1024)).startswith(b"250 ")
+            wheel = _wheel(loop)
+            waiting = sum(len(streams) for streams in wheel._streams.values())
+            timers = len(wheel._timers)
+            # Each session times out: 421, then the close (§4.5.3.2).
+            delays = []
+            for client in clients:
+                reply = await read_all(client)
+                delays.append(loop.time() - started)
+                assert reply.startswith(b"421 "), reply
+                client.close()
+            await asyncio.sleep(0.1)
+            return waiting, timers, delays, len(wheel._timers) + len(wheel._streams)
+
+    waiting, timers, delays, left = run(main)
+    assert waiting == 40
+    # The NOOPs were answered within a few ticks of each other.
+    assert 1 <= timers <= 5
+    assert min(delays) >= 1.0 - 1 / _TICKS and max(delays) < 1.0 + 1 / _TICKS + 1.0
+    assert left == 0
