@@ -9,7 +9,9 @@
 # message content is explicitly allowed to be the first command in a
 # group", and DATA must end one.  So a message costs one round trip, where
 # ``send()`` takes two (its content waits for the 354 with nothing behind
-# it).  A message that cannot go so (no PIPELINING, BDAT, LMTP, more
+# it).  The next message is taken from the caller's iterable once a group
+# is written and before its replies are read (``_Ahead``), so building it
+# overlaps the server's work instead of adding to each round trip.  A message that cannot go so (no PIPELINING, BDAT, LMTP, more
 # recipients than LIMITS RCPTMAX) goes by ``send()``, on its own, after the
 # replies the batch still awaits.
 #
@@ -90,6 +92,40 @@ class _Open:
 _new_result = object.__new__
 
 
+class _Ahead:
+    """The messages of a batch, taken one ahead when asked: :meth:`fetch`
+    takes the next one (or notes the exception its iterable raised, end
+    included) and :meth:`take` hands it over, or raises that exception
+    where taking it would have raised it."""
+
+    __slots__ = ("_iterator", "_next", "_error", "_ready")
+
+    def __init__(self, messages: Iterable[Outgoing]) -> None:
+        self._iterator = iter(messages)
+        self._next: Outgoing | None = None
+        self._error: BaseException | None = None
+        self._ready = False
+
+    def fetch(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        try:
+            self._next = next(self._iterator)
+        except BaseException as exc:  # noqa: BLE001 - raised again by take()
+            self._error = exc
+
+    def take(self) -> Outgoing:
+        if not self._ready:
+            return next(self._iterator)
+        self._ready = False
+        outgoing, error, self._next, self._error = self._next, self._error, None, None
+        if error is not None:
+            raise error
+        assert outgoing is not None
+        return outgoing
+
+
 def _failed(exc: Exception, step: str) -> errors.SMTPError:
     """The outcome of a batch's message for which :meth:`ClientSession.send`
     would have raised *exc*, which is not an :class:`~errors.SMTPError`."""
@@ -107,10 +143,10 @@ def send_batch(
     outcomes: list[SendResult | errors.SMTPError | None] = []
     ended: errors.SMTPError | None = None
     current: _Open | None = None  # got its 354; its content is next
-    iterator = iter(messages)
+    ahead = _Ahead(messages)
     while True:
         try:
-            outgoing = next(iterator)
+            outgoing = ahead.take()
         except StopIteration:
             break
         except BaseException:
@@ -138,7 +174,7 @@ def send_batch(
             ended = yield from _batch_alone(session, current, outgoing, outcomes, index)
             current = None
         else:
-            current, ended = yield from _batch_group(session, current, outgoing, events, outcomes, index)
+            current, ended = yield from _batch_group(session, current, outgoing, events, outcomes, index, ahead)
     if current is not None:
         _, ended = yield from _batch_group(session, current, None, None, outcomes, -1)
     if ended is None and not _over(session):
@@ -212,12 +248,14 @@ def _batch_group(
     events: tuple[Mail, list[Rcpt]] | None,
     outcomes: list[SendResult | errors.SMTPError | None],
     index: int,
+    ahead: _Ahead | None = None,
 ) -> Flow[tuple[_Open | None, errors.SMTPError | None]]:
     """One write: the content of *current* (when there is one), RSET
     when the last transaction was refused half way, then MAIL, RCPT...
     and DATA of *outgoing* (when there is one); then their replies, in
     order (RFC 2920 §3.1).  Returns the message whose content is next
-    and the error that ended the session, if one did.
+    and the error that ended the session, if one did.  Between the write
+    and the replies the next message is taken from *ahead*.
 
     Written as one generator, without the helpers :meth:`ClientSession.send`
     uses:
@@ -281,6 +319,9 @@ def _batch_group(
     replies: list[Reply] = []
     next_event = conn.next_event
     try:
+        if ahead is not None and steps:
+            yield from session._flush(steps[0][0])
+            ahead.fetch()  # while the server reads what was just written
         for timeout, step in steps:
             while True:
                 if session._closing is not None:

@@ -568,7 +568,9 @@ class ClientSession(_Exchange):
         message before was refused half way) the MAIL, RCPTs and DATA of the
         next, before the reply to the dot is read.  RFC 2920 §3.1 allows
         it: the content may start a group, DATA must end one.  So a message
-        costs one round trip, not two.  A message that cannot be pipelined
+        costs one round trip, not two; the next message is taken from
+        *messages* while the server works on the write before it, so
+        building it costs no time of its own.  A message that cannot be pipelined
         so (no PIPELINING, ``ClientOptions(pipelining=False)``, BDAT, LMTP,
         or more recipients than the server's LIMITS RCPTMAX) goes by
         :meth:`send`, on its own, after the replies the batch still awaits.
