@@ -182,6 +182,51 @@ def test_each_write_carries_one_content_and_the_next_transaction() -> None:
     link.run(link.client.quit())
 
 
+def test_the_next_message_is_taken_while_the_server_works_on_the_write_before() -> None:
+    # Each message after the first is taken from the iterable once the write
+    # carrying the envelope before it is out and before that write's replies
+    # are read: its building overlaps the round trip.
+    link = Link(Recorder(), options=OPTIONS)
+    link.open()
+    before = len(link.client_writes)
+    seen: list[tuple[int, int]] = []
+
+    def messages() -> Any:
+        for index in range(4):
+            seen.append((len(link.client_writes) - before, len(link.client.conn.pending)))
+            yield message(index)
+
+    outcomes = link.run(link.client.send_many(messages()))
+    assert kinds(outcomes) == ["SendResult"] * 4
+    # (writes made, commands awaiting replies): message 0 before any write;
+    # message 1 behind MAIL, RCPT and DATA of message 0; each later one
+    # behind the previous content's dot and the next MAIL, RCPT, DATA.
+    assert seen == [(0, 0), (1, 3), (2, 4), (3, 4)]
+    link.run(link.client.quit())
+
+
+def test_an_error_of_the_iterable_taken_ahead_comes_where_it_was_due() -> None:
+    # The iterable fails when the batch takes its third message, ahead of
+    # time (while the write with the first content and the second envelope
+    # is out): the error is raised when the third message is due, after
+    # those replies are read.  The first message is delivered; the second's
+    # DATA was accepted and its content not sent, so the connection is
+    # closed before the error propagates.
+    recorder = Recorder()
+    link = Link(recorder, options=OPTIONS)
+    link.open()
+
+    def messages() -> Any:
+        yield message(0)
+        yield message(1)
+        raise KeyError("the third message")
+
+    with pytest.raises(KeyError, match="the third message"):
+        link.run(link.client.send_many(messages()))
+    assert [env[0].content.split(b"\r\n")[0] for env in recorder.args("message")] == [b"Subject: 0"]
+    assert link.client._closed
+
+
 def test_a_server_without_pipelining_gets_one_message_at_a_time() -> None:
     recorder = Recorder()
     link = Link(recorder, ServerConfig(pipelining=False), options=OPTIONS)
