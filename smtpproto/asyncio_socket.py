@@ -12,8 +12,8 @@ accepts nor moves bytes through asyncio's server and transport classes:
   transport interface that ``_Stream`` uses.  asyncio's selector transport
   does the same, but it also keeps an attribute dictionary, the local
   address, a weak reference in the loop's table and two scheduled
-  callbacks per connection.  Together they are about a fifth of an idle
-  session's memory and of a short session's instructions.
+  callbacks per connection: about a fifth of an idle session's memory
+  and a tenth of a short session's instructions.
 
 STARTTLS hands the socket to one of the loop's own transports
 (:meth:`_SocketTransport.hand_off`) and upgrades that with
