@@ -419,5 +419,8 @@ def test_idle_sessions_share_the_loop_timers_of_their_deadlines() -> None:
     assert waiting == 40
     # The NOOPs were answered within a few ticks of each other.
     assert 1 <= timers <= 5
-    assert min(delays) >= 1.0 - 1 / _TICKS and max(delays) < 1.0 + 1 / _TICKS + 1.0
+    # None before its deadline, the first within a tick (plus scheduling
+    # slack on a loaded machine), and all of them.
+    assert 1.0 - 1 / _TICKS <= min(delays) < 1.0 + 1 / _TICKS + 0.5
+    assert max(delays) < 10.0
     assert left == 0
