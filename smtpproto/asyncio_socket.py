@@ -195,17 +195,14 @@ class _SocketTransport(asyncio.Transport):
             return
         # End of input: stop reading; the stream says whether to stay open
         # for what it still has to write.
-        self._stop_reading()
+        self.pause_reading()
         if not stream.eof_received():
             self.close()
 
-    def _stop_reading(self) -> None:
+    def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
             self._loop._remove_reader(self._fd)
-
-    def pause_reading(self) -> None:
-        self._stop_reading()
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
@@ -264,9 +261,6 @@ class _SocketTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return 0 if self._pending is None else len(self._pending)
 
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return _LOW_WATER, _HIGH_WATER
-
     # -- ending ----------------------------------------------------------------------
 
     def is_closing(self) -> bool:
@@ -276,7 +270,7 @@ class _SocketTransport(asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        self._stop_reading()
+        self.pause_reading()
         if self._pending is None:
             self._lose(None)
 
@@ -290,7 +284,7 @@ class _SocketTransport(asyncio.Transport):
             self._pending = None
             self._loop._remove_writer(self._fd)
         self._closing = True
-        self._stop_reading()
+        self.pause_reading()
         self._lose(exc)
 
     def _lose(self, exc: Exception | None) -> None:
@@ -312,7 +306,7 @@ class _SocketTransport(asyncio.Transport):
         caller sets the new transport's protocol."""
         if self._closing:
             raise ConnectionResetError("the connection is closed")
-        self._stop_reading()
+        self.pause_reading()
         pending, self._pending = self._pending, None
         if pending is not None:
             self._loop._remove_writer(self._fd)

@@ -66,9 +66,8 @@ class _Wheel:
     the first of them arrives and cancelled when the last leaves.
 
     A timer per stream would cost every connection a timer handle, a bound
-    method and a heap entry (about 180 octets held while idle, and a tenth
-    of the instructions of a short session); here a stream costs a set
-    entry.  A deadline is rounded up to the next tick, so a read times out
+    method and a heap entry (about 180 octets held while idle); here a
+    stream costs a set entry.  A deadline is rounded up to the next tick, so a read times out
     at most ``1 / _TICKS`` seconds late.
     """
 
