@@ -29,7 +29,9 @@
 # content is explicitly allowed to be the first command in a group"): the
 # end of data projects to READY, where MAIL is allowed, and the replies
 # are matched to the queue in order as ever.  Content still waits for its
-# own 354 with nothing else outstanding.
+# own 354 with nothing else outstanding; it may be stuffed before that
+# (``stuff_content``, which touches no state) and then sent whole, as one
+# ``StuffedContent`` standing for its chunks and the end of data.
 #
 # The hot path.  ``send`` dispatches on the exact event type (a subclass
 # takes the general road); the checks, line and records of MAIL, RCPT and
@@ -47,7 +49,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +88,11 @@ from ._events import (
     Rcpt,
     Reply,
     Rset,
+    StuffedContent,
     UnknownCommand,
     Vrfy,
 )
+from ._events import _MAKER as _STUFFED_MAKER
 from ._replies import ReplyParser
 from ._state import TRANSITIONS, BdatLast, Key, State, expected_digit
 from ._syntax import GrammarError
@@ -261,7 +265,8 @@ class ClientConnection(ConnectionBase):
 
     def send(self, event: Event) -> bytes:
         """Return the bytes for *event*: a command, message content, the end
-        of a chunk or of the message, or a SASL response.
+        of a chunk or of the message, a whole message's content stuffed
+        ahead (:meth:`stuff_content`), or a SASL response.
 
         Raises ``LocalProtocolError`` (and sends nothing) when the event is
         not allowed now.
@@ -277,6 +282,8 @@ class ClientConnection(ConnectionBase):
             return self._send_command(event)  # type: ignore[arg-type]
         if kind is _CONTENT:
             return self._send_content(event.data)  # type: ignore[attr-defined]
+        if kind is _STUFFED:
+            return self._send_stuffed(event)  # type: ignore[arg-type]
         if isinstance(event, MessageData):
             return self._send_content(event.data)
         if isinstance(event, (EndOfMessage, EndOfChunk)):
@@ -314,6 +321,51 @@ class ClientConnection(ConnectionBase):
         if not chunk.isascii():
             check_8bit(self)
         return self._stuffer.stuff(chunk)
+
+    def stuff_content(self, content: bytes | bytearray | memoryview | Iterable[bytes]) -> StuffedContent:
+        """Normalise, dot-stuff and terminate a whole message's content now,
+        for :meth:`send` to send once DATA got its 354.
+
+        *content* is the raw message (bytes, or an iterable of byte chunks),
+        as ``MessageData`` would carry it.  This touches no state: it may be
+        called at any time, typically while the replies to a pipelined
+        MAIL, RCPT, DATA group are on their way, so that the content is
+        ready when the 354 comes.  Raises ``LocalProtocolError`` for a line
+        over ``max_line_length`` (RFC 5321 §4.5.3.1.6), as sending the
+        chunks would.
+        """
+        stuffer = DotStuffer(self.config.max_line_length)
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            wire = stuffer.stuff(content) + stuffer.end()
+        else:
+            pieces = []
+            for chunk in content:
+                if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    raise LocalProtocolError(f"message data must be bytes, not {type(chunk).__name__}")
+                pieces.append(stuffer.stuff(chunk))
+            pieces.append(stuffer.end())
+            wire = b"".join(pieces)
+        return StuffedContent(wire, not wire.isascii(), stuffer.max_line, _maker=_STUFFED_MAKER)
+
+    def _send_stuffed(self, content: StuffedContent) -> bytes:
+        if self._chunk_left is not None:
+            raise LocalProtocolError("StuffedContent is DATA content; a BDAT chunk takes MessageData")
+        if self._state is not State.DATA or self._pending:
+            raise self._not_in_data("StuffedContent")
+        if self._stuffer.started:
+            raise LocalProtocolError(
+                "StuffedContent is a whole message's content, but MessageData of "
+                "this message was sent already"
+            )
+        if content.max_line != self._stuffer.max_line:
+            raise LocalProtocolError(
+                f"this StuffedContent was checked against a line limit of {content.max_line}, "
+                f"not this connection's {self._stuffer.max_line}"
+            )
+        if content.eight_bit:
+            check_8bit(self)
+        self._queue(_END_OF_MESSAGE, EndOfMessage)
+        return content.wire
 
     def _send_end(self, event: EndOfMessage | EndOfChunk) -> bytes:
         name = type(event).__name__
@@ -625,8 +677,10 @@ def _project(state: State, item: Outstanding) -> State:
 # Dispatch tables, by exact event type (see ``send``).
 _COMMAND = 0
 _CONTENT = 1
+_STUFFED = 2
 _SEND_KINDS: dict[type[Event], int] = {
     MessageData: _CONTENT,
+    StuffedContent: _STUFFED,
     **dict.fromkeys(
         (Ehlo, Helo, Lhlo, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Expn, Help,
          StartTLS, Auth, Bdat, Xclient, UnknownCommand),
@@ -657,5 +711,7 @@ _APPLY: dict[type[Any], Callable[[ClientConnection, Any, Reply, State], None]] =
     Helo: ClientConnection._apply_helo,
     Xclient: ClientConnection._apply_helo,
 }
+# The end of data that StuffedContent stands for, in the queue.
+_END_OF_MESSAGE = EndOfMessage()
 # No LIMITS announced: a number no count reaches.
 _NO_LIMIT = 1 << 62

@@ -147,11 +147,13 @@ def _pieces(data: bytes, cuts: list[int], skip: int, stop: int) -> list[bytes]:
 class DotStuffer:
     """Client side: turn raw message content into DATA wire bytes."""
 
-    __slots__ = ("max_line", "_at_line_start", "_pending_cr", "_line_length")
+    __slots__ = ("max_line", "started", "_at_line_start", "_pending_cr", "_line_length")
 
     def __init__(self, max_line: int | None = 1000) -> None:
         #: Longest text line allowed, CRLF included (§4.5.3.1.6), or None.
         self.max_line = max_line
+        #: True from the first chunk of a message to its end.
+        self.started = False
         self._at_line_start = True
         self._pending_cr = False
         self._line_length = 0
@@ -168,6 +170,7 @@ class DotStuffer:
             chunk = chunk[:-1]
         if not chunk:
             self._pending_cr = pending_cr
+            self.started = self.started or pending_cr
             return b""
         if _has_bare_line_ending(chunk):
             # §2.3.8: a client never sends a bare CR or LF; each becomes CRLF.
@@ -175,6 +178,7 @@ class DotStuffer:
         if self.max_line is not None:
             self._check_lines(chunk)
         self._pending_cr = pending_cr
+        self.started = True
         # §4.5.2: "Before sending a line of mail text, the SMTP client checks
         # the first character of the line.  If it is a period, one additional
         # period is inserted at the beginning of the line."  Every LF is now
@@ -212,6 +216,7 @@ class DotStuffer:
             tail = b"\r\n"
         self._at_line_start = True
         self._line_length = 0
+        self.started = False
         return tail + b".\r\n"
 
 

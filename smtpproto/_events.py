@@ -47,6 +47,7 @@ __all__ = [
     "Data",
     "MessageData",
     "EndOfMessage",
+    "StuffedContent",
     "Rset",
     "Noop",
     "Vrfy",
@@ -338,6 +339,45 @@ class MessageData(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EndOfMessage(Event):
     """The end of the message content (``CRLF.CRLF`` on the wire)."""
+
+
+# Held by StuffedContent's maker only: without it, the constructor refuses.
+_MAKER = object()
+
+
+class StuffedContent(Event):
+    """A whole message's DATA content, dot-stuffed and terminated ahead of
+    time by :meth:`ClientConnection.stuff_content`.
+
+    A client sends it in place of its ``MessageData`` chunks and the
+    ``EndOfMessage``, once DATA got its 354, as it would send them; the
+    stuffing work is done before (while the replies to a pipelined MAIL,
+    RCPT, DATA group are on their way).  It cannot be built by hand: the
+    wire bytes it carries are trusted to hold exactly one terminator, at
+    the end (RFC 5321 §4.5.2).
+    """
+
+    __slots__ = ("wire", "eight_bit", "max_line")
+
+    #: The content as it goes out: normalised, stuffed, ``CRLF . CRLF`` last.
+    wire: bytes
+    #: True when the content has octets above 127 (it needs 8BITMIME).
+    eight_bit: bool
+    #: The line limit it was checked against (``max_line_length``).
+    max_line: int | None
+
+    def __init__(self, wire: bytes, eight_bit: bool, max_line: int | None, *, _maker: object = None) -> None:
+        if _maker is not _MAKER:
+            raise TypeError("StuffedContent is made by ClientConnection.stuff_content(), not by hand")
+        object.__setattr__(self, "wire", wire)
+        object.__setattr__(self, "eight_bit", eight_bit)
+        object.__setattr__(self, "max_line", max_line)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"StuffedContent is immutable: cannot set {name}")
+
+    def __repr__(self) -> str:
+        return f"StuffedContent(<{len(self.wire)} octets>)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,11 +9,15 @@
 # message content is explicitly allowed to be the first command in a
 # group", and DATA must end one.  So a message costs one round trip, where
 # ``send()`` takes two (its content waits for the 354 with nothing behind
-# it).  The next message is taken from the caller's iterable once a group
-# is written and before its replies are read (``_Ahead``), so building it
-# overlaps the server's work instead of adding to each round trip.  A message that cannot go so (no PIPELINING, BDAT, LMTP, more
-# recipients than LIMITS RCPTMAX) goes by ``send()``, on its own, after the
-# replies the batch still awaits.
+# it).  Once a group is written and before its replies are read, the next
+# message is taken from the caller's iterable (``_Ahead``) and the content
+# of the message whose DATA ends the group is stuffed
+# (``ClientConnection.stuff_content``, for content that is one bytes object
+# of at most 64 KiB: a stream is not read before its 354), so that work
+# overlaps the server's instead of adding to each round trip.  A message
+# that cannot go so (no PIPELINING, BDAT, LMTP, more recipients than
+# LIMITS RCPTMAX) goes by ``send()``, on its own, after the replies the
+# batch still awaits.
 #
 # The outcome is one per message, in order: a ``SendResult``, or the error
 # ``send()`` would have raised for it alone.  A failure that ends the
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from .._connection import NEED_DATA
 from .._errors import LocalProtocolError, RemoteProtocolError
-from .._events import Mail, MessageData, Rcpt, Reply, Rset
+from .._events import Mail, MessageData, Rcpt, Reply, Rset, StuffedContent
 from .._state import State
 from ..extensions import dsn as dsn_params
 from . import errors
@@ -87,6 +91,9 @@ class _Open:
     accepted: list[str]
     refused: dict[str, Reply]
     smtputf8: bool
+    #: Its content stuffed ahead (or why that failed), or None to stuff
+    #: the chunks as they are sent.
+    stuffed: StuffedContent | Exception | None = None
 
 
 _new_result = object.__new__
@@ -272,14 +279,22 @@ def _batch_group(
         try:
             if session._debug:
                 log.debug("C: <message content>")
-            for chunk in current.outgoing.chunks:
-                data = send(MessageData(data=chunk))
+            ready = current.stuffed
+            if ready is None:
+                for chunk in current.outgoing.chunks:
+                    data = send(MessageData(data=chunk))
+                    out.append(data)
+                    session._out_size += len(data)
+                    if session._out_size >= 65536:
+                        yield from session._flush(timeouts.data_block)
+                        out = session._out
+                out.append(send(_END_OF_MESSAGE))
+            elif isinstance(ready, Exception):
+                raise ready
+            else:
+                data = send(ready)
                 out.append(data)
                 session._out_size += len(data)
-                if session._out_size >= 65536:
-                    yield from session._flush(timeouts.data_block)
-                    out = session._out
-            out.append(send(_END_OF_MESSAGE))
         except errors.SMTPError as exc:  # a write failed
             outcomes[current.index] = ended = exc
         except Exception as exc:  # noqa: BLE001 - the message's outcome
@@ -318,10 +333,15 @@ def _batch_group(
                 log.debug("C: %s", line.decode("utf-8", "replace").rstrip("\r\n"))
     replies: list[Reply] = []
     next_event = conn.next_event
+    stuffed: StuffedContent | Exception | None = None
     try:
         if ahead is not None and steps:
             yield from session._flush(steps[0][0])
-            ahead.fetch()  # while the server reads what was just written
+            # While the server reads what was just written: the next
+            # message, and this one's content, ready for its 354.
+            ahead.fetch()
+            if queued:
+                stuffed = _stuff_ahead(session, outgoing)
         for timeout, step in steps:
             while True:
                 if session._closing is not None:
@@ -380,7 +400,7 @@ def _batch_group(
     else:
         # Every recipient accepted (the usual case): nothing to sort out.
         if 200 <= mail_reply.code < 300 and data_reply.code == 354:
-            return _Open(index, outgoing, recipients, recipients, {}, "SMTPUTF8" in mail.parameters), None
+            return _Open(index, outgoing, recipients, recipients, {}, "SMTPUTF8" in mail.parameters, stuffed), None
     # As session._transaction sorts them (a recipient named twice counts
     # once, by its last reply).
     answers = dict(zip([rcpt.forward_path for rcpt in rcpts], rcpt_replies))
@@ -393,12 +413,36 @@ def _batch_group(
         error = errors.DataRefused("DATA was refused", data_reply, step="DATA")
     else:
         accepted = [r for r in recipients if r in answers and r not in refused]
-        return _Open(index, outgoing, recipients, accepted, refused, "SMTPUTF8" in mail.parameters), None
+        return _Open(index, outgoing, recipients, accepted, refused, "SMTPUTF8" in mail.parameters, stuffed), None
     outcomes[index] = error
     if session._closed or conn.state in _OVER:
         yield from session._close()
         return None, error
     return None, None
+
+
+#: The largest content stuffed ahead of its 354 (a message whose content
+#: is one bytes object of at most this size, as ``prepare`` makes of bytes
+#: up to 64 KiB): what is stuffed ahead is held in memory whole.
+_STUFF_AHEAD = 65536
+
+
+def _stuff_ahead(session: ClientSession, outgoing: Outgoing | None) -> StuffedContent | Exception | None:
+    """*outgoing*'s content stuffed now, before its 354, when it is one
+    bytes object of at most ``_STUFF_AHEAD`` octets (anything else is
+    streamed, and an iterable is not read before its 354); the exception
+    is kept, to be raised where sending the content would have raised it."""
+    assert outgoing is not None
+    chunks = outgoing.chunks
+    if type(chunks) is not tuple or len(chunks) != 1:
+        return None
+    content = chunks[0]
+    if type(content) is not bytes or len(content) > _STUFF_AHEAD:
+        return None
+    try:
+        return session.conn.stuff_content(content)
+    except Exception as exc:  # noqa: BLE001 - raised again in its place
+        return exc
 
 
 def _transaction_steps(session: ClientSession, rcpts: int) -> list[tuple[float, str]]:
