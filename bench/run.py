@@ -14,7 +14,9 @@ median of ``--repeats`` runs with the min-max spread:
   ``--workers 2`` and with uvloop when it is installed, against aiosmtpd
   (a handler that answers 250) and against Postfix's ``smtp-sink`` (C);
   messages/s, and CPU seconds per 1,000 messages of the server's
-  processes (read from ``/proc``, during the load only);
+  processes (read from ``/proc``, during the load only); every server
+  runs for the whole part and the load goes to each in turn, round after
+  round, so that a drift of the machine's speed moves every figure alike;
 * **client**: 2,000 messages of 10 KB over one connection to ``smtp-sink``
   (messages/s, and the client's CPU microseconds per message)
   from our blocking and asyncio clients (one ``send_message`` call per
@@ -233,19 +235,29 @@ def server_rows(messages: int, repeats: int) -> list[Figure]:
     rates: dict[tuple[str, bool], float] = {}
     for reuse in (True, False):
         label = "reused" if reuse else "new conn/msg"
-        for name, command, env in subjects:
-            rate_samples: list[float] = []
-            cpu_samples: list[float] = []
-            port = free_port()
-            with server(command(port), port, env) as pid:
-                for _ in range(repeats):
+        rate_samples: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
+        cpu_samples: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
+        with contextlib.ExitStack() as running:
+            # Every server runs (idle when not under load) for the whole
+            # block, and the load goes round after round of every server,
+            # as in client_rows: the machine's speed drifts over minutes,
+            # and a ratio should not depend on who ran when.
+            where: dict[str, tuple[int, int]] = {}
+            for name, command, env in subjects:
+                port = free_port()
+                where[name] = (port, running.enter_context(server(command(port), port, env)))
+            for _ in range(repeats):
+                for name, (port, pid) in where.items():
                     before = tree_cpu(pid)
                     wall = smtp_source(port, messages, 10, reuse)
-                    cpu_samples.append((tree_cpu(pid) - before) / messages * 1000)
-                    rate_samples.append(messages / wall)
-            rates[(name, reuse)] = statistics.median(rate_samples)
-            figures.append(Figure(f"server, 10 sessions, {label}", f"{name}", rate_samples, "msg/s"))
-            figures.append(Figure(f"server, 10 sessions, {label}", f"{name} CPU", cpu_samples, "CPU s/1000 msg"))
+                    cpu_samples[name].append((tree_cpu(pid) - before) / messages * 1000)
+                    rate_samples[name].append(messages / wall)
+        for name, _, _ in subjects:
+            rates[(name, reuse)] = statistics.median(rate_samples[name])
+            figures.append(Figure(f"server, 10 sessions, {label}", f"{name}", rate_samples[name], "msg/s"))
+            figures.append(
+                Figure(f"server, 10 sessions, {label}", f"{name} CPU", cpu_samples[name], "CPU s/1000 msg")
+            )
         for figure in figures:
             if figure.unit != "msg/s" or not figure.group.endswith(label):
                 continue

@@ -568,9 +568,11 @@ class ClientSession(_Exchange):
         message before was refused half way) the MAIL, RCPTs and DATA of the
         next, before the reply to the dot is read.  RFC 2920 §3.1 allows
         it: the content may start a group, DATA must end one.  So a message
-        costs one round trip, not two; the next message is taken from
-        *messages* while the server works on the write before it, so
-        building it costs no time of its own.  A message that cannot be pipelined
+        costs one round trip, not two.  While the server works on a write,
+        the next message is taken from *messages* and the content of the
+        message whose DATA ended the write is stuffed (when it is bytes of
+        at most 64 KiB; a stream of chunks is read only after its 354), so
+        neither costs time of its own.  A message that cannot be pipelined
         so (no PIPELINING, ``ClientOptions(pipelining=False)``, BDAT, LMTP,
         or more recipients than the server's LIMITS RCPTMAX) goes by
         :meth:`send`, on its own, after the replies the batch still awaits.
