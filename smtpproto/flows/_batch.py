@@ -10,14 +10,14 @@
 # group", and DATA must end one.  So a message costs one round trip, where
 # ``send()`` takes two (its content waits for the 354 with nothing behind
 # it).  Once a group is written and before its replies are read, the next
-# message is taken from the caller's iterable (``_Ahead``) and the content
-# of the message whose DATA ends the group is stuffed
-# (``ClientConnection.stuff_content``, for content that is one bytes object
-# of at most 64 KiB: a stream is not read before its 354), so that work
-# overlaps the server's instead of adding to each round trip.  A message
-# that cannot go so (no PIPELINING, BDAT, LMTP, more recipients than
-# LIMITS RCPTMAX) goes by ``send()``, on its own, after the replies the
-# batch still awaits.
+# message is taken from the caller's iterable and its MAIL and RCPT events
+# are made (``_Ahead``), and the content of the message whose DATA ends
+# the group is stuffed (``ClientConnection.stuff_content``, for content
+# that is one bytes object of at most 64 KiB: a stream is not read before
+# its 354), so that work overlaps the server's instead of adding to each
+# round trip.  A message that cannot go so (no PIPELINING, BDAT, LMTP,
+# more recipients than LIMITS RCPTMAX) goes by ``send()``, on its own,
+# after the replies the batch still awaits.
 #
 # The outcome is one per message, in order: a ``SendResult``, or the error
 # ``send()`` would have raised for it alone.  A failure that ends the
@@ -99,17 +99,24 @@ class _Open:
 _new_result = object.__new__
 
 
+#: A message's MAIL and RCPT events for a batch, None when it goes alone,
+#: or the exception that working them out raised (its outcome).
+_Events = tuple[Mail, list[Rcpt]] | None | Exception
+
+
 class _Ahead:
-    """The messages of a batch, taken one ahead when asked: :meth:`fetch`
-    takes the next one (or notes the exception its iterable raised, end
-    included) and :meth:`take` hands it over, or raises that exception
-    where taking it would have raised it."""
+    """The messages of a batch, each with its :data:`_Events`, taken one
+    ahead when asked: :meth:`fetch` takes the next message and works out
+    its events (or notes the exception its iterable raised, end included)
+    and :meth:`take` hands them over, or raises that exception where
+    taking the message would have raised it."""
 
-    __slots__ = ("_iterator", "_next", "_error", "_ready")
+    __slots__ = ("_session", "_iterator", "_next", "_error", "_ready")
 
-    def __init__(self, messages: Iterable[Outgoing]) -> None:
+    def __init__(self, session: ClientSession, messages: Iterable[Outgoing]) -> None:
+        self._session = session
         self._iterator = iter(messages)
-        self._next: Outgoing | None = None
+        self._next: tuple[Outgoing, _Events] | None = None
         self._error: BaseException | None = None
         self._ready = False
 
@@ -118,19 +125,22 @@ class _Ahead:
             return
         self._ready = True
         try:
-            self._next = next(self._iterator)
+            outgoing = next(self._iterator)
         except BaseException as exc:  # noqa: BLE001 - raised again by take()
             self._error = exc
+        else:
+            self._next = outgoing, _events(self._session, outgoing)
 
-    def take(self) -> Outgoing:
+    def take(self) -> tuple[Outgoing, _Events]:
         if not self._ready:
-            return next(self._iterator)
+            outgoing = next(self._iterator)
+            return outgoing, _events(self._session, outgoing)
         self._ready = False
-        outgoing, error, self._next, self._error = self._next, self._error, None, None
+        taken, error, self._next, self._error = self._next, self._error, None, None
         if error is not None:
             raise error
-        assert outgoing is not None
-        return outgoing
+        assert taken is not None
+        return taken
 
 
 def _failed(exc: Exception, step: str) -> errors.SMTPError:
@@ -150,10 +160,10 @@ def send_batch(
     outcomes: list[SendResult | errors.SMTPError | None] = []
     ended: errors.SMTPError | None = None
     current: _Open | None = None  # got its 354; its content is next
-    ahead = _Ahead(messages)
+    ahead = _Ahead(session, messages)
     while True:
         try:
-            outgoing = ahead.take()
+            outgoing, events = ahead.take()
         except StopIteration:
             break
         except BaseException:
@@ -169,13 +179,9 @@ def send_batch(
         if ended is not None:
             outcomes[index] = ended
             continue
-        try:
-            events = _batch_events(session, outgoing)
-        except errors.SMTPError as exc:
-            outcomes[index] = exc  # NotSupported: nothing was sent
-            continue
-        except Exception as exc:  # noqa: BLE001 - the message's outcome
-            outcomes[index] = _failed(exc, "MAIL")
+        if isinstance(events, Exception):
+            # NotSupported (nothing was sent), or a mistake of the message.
+            outcomes[index] = events if isinstance(events, errors.SMTPError) else _failed(events, "MAIL")
             continue
         if events is None:
             ended = yield from _batch_alone(session, current, outgoing, outcomes, index)
@@ -193,6 +199,14 @@ def send_batch(
 def _over(session: ClientSession) -> bool:
     """True once the session can carry no more messages."""
     return session._closed or session.conn.state in _OVER
+
+
+def _events(session: ClientSession, outgoing: Outgoing) -> _Events:
+    """:func:`_batch_events`, or the exception it raised."""
+    try:
+        return _batch_events(session, outgoing)
+    except Exception as exc:  # noqa: BLE001 - the message's outcome
+        return exc
 
 
 def _batch_events(session: ClientSession, outgoing: Outgoing) -> tuple[Mail, list[Rcpt]] | None:
