@@ -251,3 +251,40 @@ def test_a_batch_drops_what_it_stuffed_for_a_refused_data() -> None:
     sent = b"".join(script.writes)
     assert b"body 0" in sent and b"body 2" in sent and b"body 1" not in sent
     assert sent.count(b"\r\n.\r\n") == 2
+
+
+# -- in send() ----------------------------------------------------------------
+
+
+def test_send_stuffs_the_content_while_the_envelope_replies_are_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    link = Link(Recorder(), options=OPTIONS)
+    link.open()
+    made: list[tuple[int, int]] = []
+    real = ClientConnection.stuff_content
+    before = len(link.client_writes)
+
+    def recording(self: ClientConnection, content: Any) -> StuffedContent:
+        made.append((len(link.client_writes) - before, len(self.pending)))
+        return real(self, content)
+
+    monkeypatch.setattr(ClientConnection, "stuff_content", recording)
+    result = link.run(link.client.send(prepare(b"Subject: x\r\n\r\n.dot\r\n", "a@example.org", ["b@example.org"])))
+    assert result.accepted == ("b@example.org",)
+    # Behind the write of MAIL, RCPT and DATA, before their replies.
+    assert made == [(1, 3)]
+    writes = link.client_writes[before:]
+    assert writes[1] == b"Subject: x\r\n\r\n..dot\r\n.\r\n"
+    assert [env[0].content for env in link.handler.args("message")] == [b"Subject: x\r\n\r\n.dot\r\n"]
+
+
+def test_send_of_content_that_fails_ahead_fails_after_the_354_and_closes() -> None:
+    link = Link(Recorder(), options=OPTIONS)
+    link.open()
+    outgoing = prepare(b"Subject: long\r\n\r\n" + b"x" * 1200 + b"\r\n", "a@example.org", ["b@example.org"])
+    with pytest.raises(LocalProtocolError, match="message line of 1202 octets"):
+        link.run(link.client.send(outgoing))
+    # The 354 came, so the only way out that delivers nothing is to close;
+    # no byte of the content went out.
+    assert link.client_closed
+    assert not any(b"xxxx" in write for write in link.client_writes)
+    assert link.handler.args("message") == []

@@ -355,7 +355,8 @@ def _batch_group(
             # message, and this one's content, ready for its 354.
             ahead.fetch()
             if queued:
-                stuffed = _stuff_ahead(session, outgoing)
+                assert outgoing is not None
+                stuffed = session._stuff_ahead(outgoing)
         for timeout, step in steps:
             while True:
                 if session._closing is not None:
@@ -433,30 +434,6 @@ def _batch_group(
         yield from session._close()
         return None, error
     return None, None
-
-
-#: The largest content stuffed ahead of its 354 (a message whose content
-#: is one bytes object of at most this size, as ``prepare`` makes of bytes
-#: up to 64 KiB): what is stuffed ahead is held in memory whole.
-_STUFF_AHEAD = 65536
-
-
-def _stuff_ahead(session: ClientSession, outgoing: Outgoing | None) -> StuffedContent | Exception | None:
-    """*outgoing*'s content stuffed now, before its 354, when it is one
-    bytes object of at most ``_STUFF_AHEAD`` octets (anything else is
-    streamed, and an iterable is not read before its 354); the exception
-    is kept, to be raised where sending the content would have raised it."""
-    assert outgoing is not None
-    chunks = outgoing.chunks
-    if type(chunks) is not tuple or len(chunks) != 1:
-        return None
-    content = chunks[0]
-    if type(content) is not bytes or len(content) > _STUFF_AHEAD:
-        return None
-    try:
-        return session.conn.stuff_content(content)
-    except Exception as exc:  # noqa: BLE001 - raised again in its place
-        return exc
 
 
 def _transaction_steps(session: ClientSession, rcpts: int) -> list[tuple[float, str]]:

@@ -19,7 +19,10 @@
 # What does not change from one message to the next is worked out once per
 # session: what the server offered (once per EHLO reply, ``_Offer``), the
 # RCPT events and the checked reverse-paths (events are immutable), so a
-# message costs the core's work and little else.
+# message costs the core's work and little else.  Work that waits for no
+# reply is done while one is on its way: a message's DATA content is
+# stuffed (``_stuff_ahead``) between the write that ends with DATA and the
+# 354, in ``send()`` and in a batch alike.
 #
 # The state used here (``conn``, ``_out``...) is declared on the class and
 # set up by ``ClientSession.__init__``; the methods are the session's own
@@ -34,11 +37,12 @@ from .._client import ClientConnection
 from .._connection import NEED_DATA, Sentinel
 from .._errors import RemoteProtocolError
 from .._esmtp_events import Auth
-from .._events import Command, ConnectionClosed, Data, EndOfMessage, Event, Mail, Rcpt, Reply
+from .._events import Command, ConnectionClosed, Data, EndOfMessage, Event, Mail, Rcpt, Reply, StuffedContent
 from .._state import State
 from ..extensions import Capabilities
 from . import errors
 from ._actions import Flow, Receive, Send
+from .message import Outgoing
 
 log = logging.getLogger("smtpproto")
 
@@ -48,6 +52,10 @@ _END_OF_MESSAGE = EndOfMessage()
 # Most validated RCPT events (and MAIL reverse-paths) a session keeps for
 # reuse; a session that sends to more forgets them and starts again.
 _EVENT_CACHE = 256
+# The largest content stuffed ahead of its 354 (``_stuff_ahead``): what is
+# stuffed ahead is held in memory whole, as ``prepare`` holds bytes up to
+# 64 KiB in one chunk.
+_STUFF_AHEAD = 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +130,23 @@ class _Exchange:
         data = out[0] if len(out) == 1 else b"".join(out)
         self._out, self._out_size = [], 0
         return data
+
+    def _stuff_ahead(self, outgoing: Outgoing) -> StuffedContent | Exception | None:
+        """*outgoing*'s content stuffed now, while the replies up to its
+        354 are on their way, when it is one bytes object of at most
+        ``_STUFF_AHEAD`` octets (else None: it is streamed, and a stream
+        is not read before its 354).  An exception is returned, to be
+        raised where sending the content would have raised it."""
+        chunks = outgoing.chunks
+        if not isinstance(chunks, (tuple, list)) or len(chunks) != 1:
+            return None
+        content = chunks[0]
+        if type(content) is not bytes or len(content) > _STUFF_AHEAD:
+            return None
+        try:
+            return self.conn.stuff_content(content)
+        except Exception as exc:  # noqa: BLE001 - raised again in its place
+            return exc
 
     def _flush(self, timeout: float) -> Flow[None]:
         if self._out:

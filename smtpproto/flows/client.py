@@ -64,7 +64,7 @@ from .._client import ClientConfig, ClientConnection
 from .._errors import LocalProtocolError
 from .._state import State
 from .._esmtp_events import Auth, AuthCancel, AuthResponse, Bdat, EndOfChunk, Lhlo, StartTLS as StartTLSCommand
-from .._events import Ehlo, Helo, Mail, MessageData, Quit, Rcpt, Reply, Rset
+from .._events import Ehlo, Helo, Mail, MessageData, Quit, Rcpt, Reply, Rset, StuffedContent
 from ..extensions import dsn as dsn_params
 from . import errors
 from ._actions import Close, Flow, Receive, StartTLS
@@ -392,6 +392,7 @@ class ClientSession(_Exchange):
         pipelining = self.options.pipelining and caps.pipelining
         replies: dict[str, Reply] = {}
         data_reply = None
+        stuffed: StuffedContent | Exception | None = None
         if pipelining:
             # RFC 2920 §3.1: MAIL and RCPT anywhere in a batch, DATA last;
             # the batch goes out in one write when the first reply is read.
@@ -402,6 +403,9 @@ class ClientSession(_Exchange):
             if not bdat:
                 self._queue(_DATA)
                 steps.append((timeouts.data_start, "DATA"))
+                # The content is stuffed while the replies are on the way.
+                yield from self._flush(timeouts.command)
+                stuffed = self._stuff_ahead(outgoing)
             answers = yield from self._answers(steps)
             mail_reply = answers[0]
             for rcpt, reply in zip(rcpts, answers[1:]):
@@ -431,7 +435,7 @@ class ClientSession(_Exchange):
             if bdat:
                 finals = yield from self._send_bdat(outgoing, pipelining)
             else:
-                finals = yield from self._send_data(outgoing)
+                finals = yield from self._send_data(outgoing, stuffed)
         except errors.SMTPReplyError:
             raise  # a refused BDAT chunk: the transaction was reset
         except Exception:
@@ -445,18 +449,25 @@ class ClientSession(_Exchange):
             pipelined=pipelining, chunked=bdat, smtputf8="SMTPUTF8" in mail.parameters,
         )
 
-    def _send_data(self, outgoing: Outgoing) -> Flow[list[Reply]]:
+    def _send_data(self, outgoing: Outgoing, stuffed: StuffedContent | Exception | None) -> Flow[list[Reply]]:
+        """The content (stuffed ahead already, or why that failed, or None
+        to stuff it chunk by chunk) and its final dot; their replies."""
         timeouts = self.options.timeouts
         log.debug("C: <message content>")
         send = self.conn.send
-        for chunk in outgoing.chunks:
-            self._put(send(MessageData(data=chunk)))
-            if self._out_size >= 65536:
-                yield from self._flush(timeouts.data_block)
-        # The content and its final dot go out in one write with nothing
-        # after them: the reply to the dot is awaited (RFC 2920 §3.1 allows
-        # the content to start a batch; no next command is known yet).
-        self._queue(_END_OF_MESSAGE)
+        if isinstance(stuffed, Exception):
+            raise stuffed
+        if stuffed is not None:
+            self._put(send(stuffed))  # the final dot included
+        else:
+            for chunk in outgoing.chunks:
+                self._put(send(MessageData(data=chunk)))
+                if self._out_size >= 65536:
+                    yield from self._flush(timeouts.data_block)
+            # The content and its final dot go out in one write with nothing
+            # after them: the reply to the dot is awaited (RFC 2920 §3.1 allows
+            # the content to start a batch; no next command is known yet).
+            self._queue(_END_OF_MESSAGE)
         log.debug("C: .")
         return (yield from self._final_replies())
 
