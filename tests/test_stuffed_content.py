@@ -205,10 +205,12 @@ def test_chunks_must_be_bytes() -> None:
 OPTIONS = ClientOptions(helo_name="client.example", tls=TLSMode.NEVER)
 
 
-def test_a_batch_stuffs_each_content_while_its_replies_are_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
+def _opened_and_watched(monkeypatch: pytest.MonkeyPatch) -> tuple[Link, list[tuple[int, int]]]:
+    """A link with an open session, and the list that gets (writes made
+    since, commands awaiting replies) at each ``stuff_content`` call."""
     link = Link(Recorder(), options=OPTIONS)
     link.open()
-    made: list[tuple[int, int]] = []  # (writes made, commands awaiting replies)
+    made: list[tuple[int, int]] = []
     real = ClientConnection.stuff_content
     before = len(link.client_writes)
 
@@ -217,6 +219,11 @@ def test_a_batch_stuffs_each_content_while_its_replies_are_on_the_way(monkeypatc
         return real(self, content)
 
     monkeypatch.setattr(ClientConnection, "stuff_content", recording)
+    return link, made
+
+
+def test_a_batch_stuffs_each_content_while_its_replies_are_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    link, made = _opened_and_watched(monkeypatch)
     messages = [prepare(b"Subject: %d\r\n\r\n.dot\r\n" % i, "a@example.org", ["b@example.org"]) for i in range(3)]
     outcomes = link.run(link.client.send_many(messages))
     assert [type(outcome).__name__ for outcome in outcomes] == ["SendResult"] * 3
@@ -257,17 +264,8 @@ def test_a_batch_drops_what_it_stuffed_for_a_refused_data() -> None:
 
 
 def test_send_stuffs_the_content_while_the_envelope_replies_are_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    link = Link(Recorder(), options=OPTIONS)
-    link.open()
-    made: list[tuple[int, int]] = []
-    real = ClientConnection.stuff_content
+    link, made = _opened_and_watched(monkeypatch)
     before = len(link.client_writes)
-
-    def recording(self: ClientConnection, content: Any) -> StuffedContent:
-        made.append((len(link.client_writes) - before, len(self.pending)))
-        return real(self, content)
-
-    monkeypatch.setattr(ClientConnection, "stuff_content", recording)
     result = link.run(link.client.send(prepare(b"Subject: x\r\n\r\n.dot\r\n", "a@example.org", ["b@example.org"])))
     assert result.accepted == ("b@example.org",)
     # Behind the write of MAIL, RCPT and DATA, before their replies.
