@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING
 
 from .._connection import NEED_DATA
 from .._errors import LocalProtocolError, RemoteProtocolError
-from .._events import Mail, MessageData, Rcpt, Reply, Rset, StuffedContent
+from .._events import Mail, Rcpt, Reply, Rset, StuffedContent
 from .._state import State
 from ..extensions import dsn as dsn_params
 from . import errors
 from ._actions import Flow
 from ._client_options import SendResult
-from ._exchange import _DATA, _END_OF_MESSAGE
+from ._exchange import _DATA
 from .message import Outgoing
 
 if TYPE_CHECKING:
@@ -279,8 +279,8 @@ def _batch_group(
     and the replies the next message is taken from *ahead*.
 
     Written as one generator, without the helpers :meth:`ClientSession.send`
-    uses:
-    it runs once per message, and each call saved is CPU time saved."""
+    uses but the one that queues the content (``_put_content``): it runs
+    once per message, and each call saved is CPU time saved."""
     conn = session.conn
     send = conn.send
     timeouts = session.options.timeouts
@@ -293,22 +293,8 @@ def _batch_group(
         try:
             if session._debug:
                 log.debug("C: <message content>")
-            ready = current.stuffed
-            if ready is None:
-                for chunk in current.outgoing.chunks:
-                    data = send(MessageData(data=chunk))
-                    out.append(data)
-                    session._out_size += len(data)
-                    if session._out_size >= 65536:
-                        yield from session._flush(timeouts.data_block)
-                        out = session._out
-                out.append(send(_END_OF_MESSAGE))
-            elif isinstance(ready, Exception):
-                raise ready
-            else:
-                data = send(ready)
-                out.append(data)
-                session._out_size += len(data)
+            yield from session._put_content(current.outgoing, current.stuffed, timeouts.data_block)
+            out = session._out  # a new list if the content was written
         except errors.SMTPError as exc:  # a write failed
             outcomes[current.index] = ended = exc
         except Exception as exc:  # noqa: BLE001 - the message's outcome

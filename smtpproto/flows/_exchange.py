@@ -37,7 +37,18 @@ from .._client import ClientConnection
 from .._connection import NEED_DATA, Sentinel
 from .._errors import RemoteProtocolError
 from .._esmtp_events import Auth
-from .._events import Command, ConnectionClosed, Data, EndOfMessage, Event, Mail, Rcpt, Reply, StuffedContent
+from .._events import (
+    Command,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Mail,
+    MessageData,
+    Rcpt,
+    Reply,
+    StuffedContent,
+)
 from .._state import State
 from ..extensions import Capabilities
 from . import errors
@@ -147,6 +158,26 @@ class _Exchange:
             return self.conn.stuff_content(content)
         except Exception as exc:  # noqa: BLE001 - raised again in its place
             return exc
+
+    def _put_content(
+        self, outgoing: Outgoing, stuffed: StuffedContent | Exception | None, timeout: float
+    ) -> Flow[None]:
+        """Queue *outgoing*'s content and its final dot for the next write:
+        *stuffed* when it was stuffed ahead (an exception then is raised
+        here, where sending the content would have raised it), else its
+        chunks one by one, writing every 64 KiB with *timeout* (the data
+        block's, RFC 5321 §4.5.3.2.5)."""
+        if isinstance(stuffed, Exception):
+            raise stuffed
+        send = self.conn.send
+        if stuffed is not None:
+            self._put(send(stuffed))  # the final dot included
+            return
+        for chunk in outgoing.chunks:
+            self._put(send(MessageData(data=chunk)))
+            if self._out_size >= 65536:
+                yield from self._flush(timeout)
+        self._put(send(_END_OF_MESSAGE))
 
     def _flush(self, timeout: float) -> Flow[None]:
         if self._out:

@@ -452,22 +452,11 @@ class ClientSession(_Exchange):
     def _send_data(self, outgoing: Outgoing, stuffed: StuffedContent | Exception | None) -> Flow[list[Reply]]:
         """The content (stuffed ahead already, or why that failed, or None
         to stuff it chunk by chunk) and its final dot; their replies."""
-        timeouts = self.options.timeouts
         log.debug("C: <message content>")
-        send = self.conn.send
-        if isinstance(stuffed, Exception):
-            raise stuffed
-        if stuffed is not None:
-            self._put(send(stuffed))  # the final dot included
-        else:
-            for chunk in outgoing.chunks:
-                self._put(send(MessageData(data=chunk)))
-                if self._out_size >= 65536:
-                    yield from self._flush(timeouts.data_block)
-            # The content and its final dot go out in one write with nothing
-            # after them: the reply to the dot is awaited (RFC 2920 §3.1 allows
-            # the content to start a batch; no next command is known yet).
-            self._queue(_END_OF_MESSAGE)
+        # The content and its final dot go out in one write with nothing
+        # after them: the reply to the dot is awaited (RFC 2920 §3.1 allows
+        # the content to start a batch; no next command is known yet).
+        yield from self._put_content(outgoing, stuffed, self.options.timeouts.data_block)
         log.debug("C: .")
         return (yield from self._final_replies())
 
