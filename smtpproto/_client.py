@@ -93,6 +93,7 @@ from ._events import (
     Vrfy,
 )
 from ._events import _MAKER as _STUFFED_MAKER
+from ._events import check_message_data
 from ._replies import ReplyParser
 from ._state import TRANSITIONS, BdatLast, Key, State, expected_digit
 from ._syntax import GrammarError
@@ -340,8 +341,7 @@ class ClientConnection(ConnectionBase):
         else:
             pieces = []
             for chunk in content:
-                if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise LocalProtocolError(f"message data must be bytes, not {type(chunk).__name__}")
+                check_message_data(chunk)
                 pieces.append(stuffer.stuff(chunk))
             pieces.append(stuffer.end())
             wire = b"".join(pieces)

@@ -332,8 +332,13 @@ class MessageData(Event):
     data: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, (bytes, bytearray, memoryview)):
-            raise LocalProtocolError(f"message data must be bytes, not {type(self.data).__name__}")
+        check_message_data(self.data)
+
+
+def check_message_data(data: object) -> None:
+    """Refuse message content that is not bytes-like (a ``str``, say)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise LocalProtocolError(f"message data must be bytes, not {type(data).__name__}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
